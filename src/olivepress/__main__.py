@@ -1,0 +1,3 @@
+from olivepress.cli.main import main
+
+raise SystemExit(main())

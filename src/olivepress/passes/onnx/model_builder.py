@@ -1,0 +1,114 @@
+"""ModelBuilder: an HF decoder into an ORT GenAI folder with onnxruntime_genai's model builder.
+
+Quantized AWQ / GPTQ checkpoints are read as they are (the builder keeps their integers), and
+a PEFT adapter on the input is built into the graph as a LoRA MatMul path.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from olivepress.capture import output_to_file, tail
+from olivepress.errors import OlivepressError
+from olivepress.models.handles import HfModel, OnnxModel
+from olivepress.passes.base import PassConfig, PassContext
+
+VERSION = 1
+ACCEPTS = ("hf",)
+
+# Execution provider names as ORT spells them -> the builder's short names.
+BUILDER_PROVIDERS = {
+    "cpuexecutionprovider": "cpu",
+    "cpu": "cpu",
+    "cudaexecutionprovider": "cuda",
+    "cuda": "cuda",
+    "dmlexecutionprovider": "dml",
+    "dml": "dml",
+    "webgpuexecutionprovider": "webgpu",
+    "webgpu": "webgpu",
+    "nvtensorrtrtxexecutionprovider": "NvTensorRtRtx",
+    "nvtensorrtrtx": "NvTensorRtRtx",
+}
+
+
+class Config(PassConfig):
+    precision: Literal["fp32", "fp16", "bf16", "int8", "int4"] = Field(
+        "int4", description="Weight precision of the ONNX model."
+    )
+    execution_provider: str | None = Field(
+        None, description="Provider to build for (CPUExecutionProvider, CUDAExecutionProvider, ...); default: the workflow's target."
+    )
+    metadata_only: bool = Field(False, description="Write genai_config.json and tokenizer files only (input is already ONNX-ready).")
+    search: dict[str, Any] | None = Field(None, description="Generation defaults written into genai_config.json's 'search'.")
+    int4_block_size: Literal[16, 32, 64, 128, 256] | None = Field(None, description="Block size of int4/int8 weights (builder default 32).")
+    int4_accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
+        None, description="MatMulNBits compute precision: 1 fp32, 2 fp16, 3 bf16, 4 int8 (builder default 4 on CPU)."
+    )
+    shared_embeddings: bool | None = Field(None, description="Share the embedding and LM-head weights (tied models).")
+    extra_options: dict[str, Any] = Field(default_factory=dict, description="Further builder extra_options, passed as they are.")
+
+
+def builder_provider(name: str) -> str:
+    provider = BUILDER_PROVIDERS.get(name.lower())
+    if provider is None:
+        raise OlivepressError(
+            f"the ORT GenAI model builder cannot build for '{name}'; it builds for CPU, CUDA, DML, WebGPU and "
+            "NvTensorRtRtx execution providers (use the generic ONNX path for others)"
+        )
+    return provider
+
+
+def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> OnnxModel:
+    from onnxruntime_genai.models.builder import create_model, parse_extra_options
+
+    provider = builder_provider(config.execution_provider or ctx.execution_provider)
+    options = _extra_options(model, config)
+    # The log stays beside the model in its cache entry (not inside the model folder).
+    log_file = out_dir.parent / "model_builder.log"
+    ctx.log.info("Building %s ONNX model for %s (full builder log: model_builder.log in the cache entry)", config.precision, provider)
+    cache_dir = ctx.scratch_dir / "builder-cache"
+    args = (None, model.path, str(out_dir), config.precision, provider, str(cache_dir))
+    try:
+        with output_to_file(log_file):
+            extra = parse_extra_options(*args, [f"{key}={value}" for key, value in options.items()])
+            create_model(*args, **extra)
+    except Exception as exc:
+        raise OlivepressError(
+            f"the ORT GenAI model builder failed on {model.path}: {exc} (last log lines: {tail(log_file)})"
+        ) from exc
+    genai_config = out_dir / "genai_config.json"
+    if not genai_config.is_file():
+        raise OlivepressError(f"the ORT GenAI model builder wrote no genai_config.json (see {log_file})")
+    if config.search:
+        _merge_search_options(genai_config, config.search)
+    return OnnxModel(path=str(out_dir))
+
+
+def _extra_options(model: HfModel, config: Config) -> dict[str, Any]:
+    options: dict[str, Any] = {"hf_remote": bool(model.load_kwargs.get("trust_remote_code", False))}
+    if config.int4_block_size is not None:
+        options["block_size"] = config.int4_block_size
+    if config.int4_accuracy_level is not None:
+        options["accuracy_level"] = config.int4_accuracy_level
+    if config.shared_embeddings is not None:
+        options["shared_embeddings"] = config.shared_embeddings
+    if config.metadata_only:
+        options["config_only"] = True
+    if model.adapter_path:
+        options["adapter_path"] = model.adapter_path
+    options.update(config.extra_options)
+    return {key: _option_text(value) for key, value in options.items()}
+
+
+def _option_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _merge_search_options(genai_config: Path, search: dict[str, Any]) -> None:
+    data = json.loads(genai_config.read_text())
+    data.setdefault("search", {}).update(search)
+    genai_config.write_text(json.dumps(data, indent=4))

@@ -1,0 +1,55 @@
+"""Pass names (and the seed configs' spellings of them) mapped to their modules.
+
+Modules are imported only when a pass is used, so that reading a config does not pull in
+torch or onnxruntime.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from types import ModuleType
+
+from olivepress.errors import OlivepressError, did_you_mean
+
+
+@dataclass(frozen=True)
+class PassSpec:
+    name: str
+    module_name: str
+    aliases: tuple[str, ...] = ()
+
+    @property
+    def module(self) -> ModuleType:
+        return importlib.import_module(self.module_name)
+
+
+PASSES: tuple[PassSpec, ...] = (
+    PassSpec("ModelBuilder", "olivepress.passes.onnx.model_builder"),
+    PassSpec("MergeAdapterWeights", "olivepress.passes.torch.merge_adapters"),
+)
+
+
+def _by_lower_name() -> dict[str, PassSpec]:
+    table = {}
+    for spec in PASSES:
+        for name in (spec.name, *spec.aliases):
+            table[name.lower()] = spec
+    return table
+
+
+def pass_names() -> list[str]:
+    """Every accepted pass type name, canonical names first."""
+    return [spec.name for spec in PASSES] + [a for spec in PASSES for a in spec.aliases]
+
+
+def find_pass(type_name: str) -> PassSpec:
+    """The pass registered under `type_name` (case-insensitive); a clear error otherwise."""
+    spec = _by_lower_name().get(type_name.lower())
+    if spec is None:
+        known = ", ".join(spec.name for spec in PASSES)
+        raise OlivepressError(
+            f"unknown pass type '{type_name}'{did_you_mean(type_name, pass_names())}; "
+            f"available passes: {known}"
+        )
+    return spec

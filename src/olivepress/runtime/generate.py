@@ -1,0 +1,119 @@
+"""Text generation on ONNX Runtime GenAI."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from olivepress.errors import OlivepressError
+
+
+@dataclass
+class SearchOptions:
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+
+    def check(self) -> None:
+        if self.max_new_tokens < 1:
+            raise OlivepressError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
+        if self.temperature is not None and self.temperature <= 0:
+            raise OlivepressError(f"temperature must be above 0 (got {self.temperature}); use greedy search instead of 0")
+
+
+@dataclass
+class Generation:
+    prompt: str
+    text: str
+    new_tokens: int
+    seconds: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def genai_folder(path: str | Path) -> Path:
+    """The ORT GenAI folder in `path`: the folder itself, or the `model/` of an olivepress output."""
+    folder = Path(path).expanduser()
+    for candidate in (folder, folder / "model"):
+        if (candidate / "genai_config.json").is_file():
+            return candidate
+    if not folder.exists():
+        raise OlivepressError(f"model folder {folder} does not exist; pass an ORT GenAI folder (with genai_config.json)")
+    raise OlivepressError(
+        f"{folder} is not an ORT GenAI model: no genai_config.json in it or in its model/ folder; "
+        "build one with a ModelBuilder pass"
+    )
+
+
+class GenAIModel:
+    """An ORT GenAI model and its tokenizer, loaded once for several generations."""
+
+    def __init__(self, path: str | Path):
+        import onnxruntime_genai as og
+
+        self.folder = genai_folder(path)
+        try:
+            self.model = og.Model(str(self.folder))
+        except Exception as exc:
+            raise OlivepressError(f"ONNX Runtime GenAI cannot load {self.folder}: {exc}") from exc
+        self.tokenizer = og.Tokenizer(self.model)
+        self._has_chat_template = _has_chat_template(self.folder)
+
+    def format_prompt(self, prompt: str, use_chat_template: bool = True) -> str:
+        if not (use_chat_template and self._has_chat_template):
+            return prompt
+        messages = json.dumps([{"role": "user", "content": prompt}])
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+
+    def generate(
+        self,
+        prompt: str,
+        options: SearchOptions | None = None,
+        *,
+        use_chat_template: bool = True,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Generation:
+        import onnxruntime_genai as og
+
+        options = options or SearchOptions()
+        options.check()
+        input_ids = self.tokenizer.encode(self.format_prompt(prompt, use_chat_template))
+        params = og.GeneratorParams(self.model)
+        search: dict[str, Any] = {"max_length": len(input_ids) + options.max_new_tokens, "do_sample": options.do_sample}
+        for key in ("temperature", "top_p", "top_k"):
+            if getattr(options, key) is not None:
+                search[key] = getattr(options, key)
+        if options.seed is not None:
+            search["random_seed"] = options.seed
+        params.set_search_options(**search)
+        generator = og.Generator(self.model, params)
+        stream = self.tokenizer.create_stream()
+        started = time.perf_counter()
+        generator.append_tokens(input_ids)
+        tokens: list[int] = []
+        while not generator.is_done():
+            generator.generate_next_token()
+            token = int(generator.get_next_tokens()[0])
+            tokens.append(token)
+            if on_text is not None:
+                on_text(stream.decode(token))
+        seconds = time.perf_counter() - started
+        text = self.tokenizer.decode(tokens)
+        return Generation(prompt=prompt, text=text, new_tokens=len(tokens), seconds=seconds)
+
+
+def _has_chat_template(folder: Path) -> bool:
+    if (folder / "chat_template.jinja").is_file():
+        return True
+    config = folder / "tokenizer_config.json"
+    return config.is_file() and "chat_template" in json.loads(config.read_text())

@@ -1,0 +1,130 @@
+"""The seed configs' nested shape, rewritten into the flat shape of workflow/config.py.
+
+Nested (seed 001):  {"type": "LoRA", "config": {...}},  input_model.config.hf_config,
+load_dataset_config.params, pre_process_data_config.params, params_config.component_kwargs,
+engine: {...}.   Flat: options beside `type`, engine keys at top level.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from olivepress.errors import OlivepressError
+from olivepress.workflow.config import SUPPORTED_SYSTEMS
+
+MODEL_TYPE_ALIASES = {"PyTorchModel": "HfModel", "HuggingFaceModel": "HfModel", "ONNXModel": "OnnxModel"}
+
+_AZURE_HINT = "olivepress reads local folders, .gguf files and models in the local Hugging Face cache"
+
+
+def normalize_workflow(raw: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(raw, dict):
+        raise OlivepressError(f"a workflow config must be a mapping of keys to values, not {type(raw).__name__}")
+    flat = {key: value for key, value in raw.items() if key != "engine"}
+    engine = raw.get("engine")
+    if engine is not None:
+        if not isinstance(engine, dict):
+            raise OlivepressError("'engine' must be a mapping of engine options (cache_dir, output_dir, ...)")
+        for key, value in engine.items():
+            if key in flat and flat[key] != value:
+                raise OlivepressError(f"'{key}' is set both at the top level and in 'engine' with different values; keep one")
+            flat[key] = value
+    if "input_model" in flat:
+        flat["input_model"] = _input_model(flat["input_model"])
+    if isinstance(flat.get("systems"), dict):
+        flat["systems"] = {name: _system(name, system) for name, system in flat["systems"].items()}
+    if isinstance(flat.get("passes"), dict):
+        flat["passes"] = {name: _unwrap_config(spec) for name, spec in flat["passes"].items()}
+    if isinstance(flat.get("data_configs"), list):
+        flat["data_configs"] = [_data_config(item) for item in flat["data_configs"]]
+    return flat
+
+
+def _unwrap_config(spec: Any) -> Any:
+    """{"type": T, "config": {...}, ...} -> {"type": T, ...config, ...}."""
+    if not isinstance(spec, dict) or not isinstance(spec.get("config"), dict):
+        return spec
+    inner = spec["config"]
+    outer = {key: value for key, value in spec.items() if key != "config"}
+    for key in inner:
+        if key in outer:
+            raise OlivepressError(f"'{key}' is given both beside 'type' and inside 'config'; keep one")
+    return {**outer, **inner}
+
+
+def _system(name: str, spec: Any) -> Any:
+    # Checked before the system's keys: an AzureML system's keys are beside the point.
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if kind is not None and kind not in SUPPORTED_SYSTEMS:
+        raise OlivepressError(
+            f"system '{name}' has type '{kind}', which olivepress does not run; olivepress runs "
+            f"workflows on this machine: use type {' or '.join(SUPPORTED_SYSTEMS)}"
+        )
+    return _unwrap_config(spec)
+
+
+def _input_model(spec: Any) -> Any:
+    spec = _unwrap_config(spec)
+    if not isinstance(spec, dict):
+        return spec
+    spec = dict(spec)
+    # The seed's PyTorchModel and HuggingFaceModel are what olivepress calls HfModel.
+    spec["type"] = MODEL_TYPE_ALIASES.get(spec.get("type", "HfModel"), spec.get("type"))
+    model_path = spec.get("model_path")
+    if isinstance(model_path, dict):
+        kind = model_path.get("type", "a reference")
+        raise OlivepressError(f"input_model.model_path of type '{kind}' is an Azure ML asset; {_AZURE_HINT}")
+    hf_config = spec.pop("hf_config", None)
+    if isinstance(hf_config, dict):
+        hf_config = dict(hf_config)
+        name = hf_config.pop("model_name", None)
+        if name is not None and spec.get("model_path") is None:
+            spec["model_path"] = name
+        if "task" in hf_config:
+            spec.setdefault("task", hf_config.pop("task"))
+        load_kwargs = dict(spec.get("load_kwargs") or {})
+        for key in ("from_pretrained_args", "model_loading_args", "load_kwargs"):
+            load_kwargs.update(hf_config.pop(key, None) or {})
+        if load_kwargs:
+            spec["load_kwargs"] = load_kwargs
+        if hf_config:
+            unknown = ", ".join(sorted(hf_config))
+            raise OlivepressError(f"unknown key(s) in input_model.hf_config: {unknown}; known: model_name, task, from_pretrained_args")
+    return spec
+
+
+def _data_config(spec: Any) -> Any:
+    if not isinstance(spec, dict):
+        return spec
+    spec = dict(spec)
+    for key in ("load_dataset_config", "pre_process_data_config"):
+        section = spec.get(key)
+        if isinstance(section, dict) and isinstance(section.get("params"), dict):
+            rest = {k: v for k, v in section.items() if k not in ("params", "type")}
+            spec[key] = {**section["params"], **rest}
+    params = spec.pop("params_config", None)
+    if isinstance(params, dict):
+        params = dict(params)
+        components = params.pop("component_kwargs", None) or {}
+        load = dict(components.get("load_dataset") or {})
+        for key in ("data_name", "data_files", "split"):
+            if key in params:
+                load[key] = params.pop(key)
+        # model_name / task named the tokenizer in the old form; the workflow's model supplies it now.
+        params.pop("model_name", None)
+        params.pop("task", None)
+        if load:
+            spec["load_dataset_config"] = {**load, **(spec.get("load_dataset_config") or {})}
+        pre = components.get("pre_process_data")
+        if pre:
+            spec["pre_process_data_config"] = {**pre, **(spec.get("pre_process_data_config") or {})}
+        if params:
+            unknown = ", ".join(sorted(params))
+            raise OlivepressError(f"unknown key(s) in data config '{spec.get('name')}' params_config: {unknown}")
+    data_files = (spec.get("load_dataset_config") or {}).get("data_files")
+    if isinstance(data_files, dict) and "type" in data_files:
+        raise OlivepressError(
+            f"data config '{spec.get('name')}' reads data_files of type '{data_files['type']}' (a cloud data store); "
+            f"{_AZURE_HINT.replace('folders, .gguf files and models in the local Hugging Face cache', 'data files')}"
+        )
+    return spec

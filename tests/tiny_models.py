@@ -1,0 +1,79 @@
+"""Tiny random models for fast unit tests: a real tokenizer trained on a few sentences and
+a 2-layer Llama / Phi-3 built from a config in memory (seconds, no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+TOKENIZER_TEXT = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Paris is the capital of France and Rome is the capital of Italy.",
+    "Travel light, book early, and carry a map of the city.",
+    "What is the best thing to see in Chicago? The lakefront and the architecture.",
+    "Models are quantized, fine-tuned and exported to ONNX for on-device inference.",
+] * 20
+
+
+def save_tiny_tokenizer(folder: Path, vocab_size: int = 384) -> None:
+    """A byte-level BPE tokenizer with Llama-style special tokens and a chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<unk>", "<s>", "</s>", "<|im_start|>", "<|im_end|>"]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=specials,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(TOKENIZER_TEXT, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
+    fast.chat_template = (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    )
+    fast.save_pretrained(folder)
+
+
+def save_tiny_llama(folder: Path, *, hidden_size: int = 64, layers: int = 2, seed: int = 0) -> Path:
+    """A random LlamaForCausalLM (hidden 64, 4 heads / 2 KV heads, tied embeddings) with tokenizer."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tiny_tokenizer(folder)
+    config = LlamaConfig(
+        vocab_size=384,
+        hidden_size=hidden_size,
+        intermediate_size=hidden_size * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_lora_adapter(base_folder: Path, adapter_folder: Path, *, seed: int = 1) -> Path:
+    """A PEFT LoRA adapter for the tiny Llama with non-zero B matrices (so it changes outputs)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(base_folder)
+    config = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    torch.manual_seed(seed)
+    peft_model = get_peft_model(base, config)
+    peft_model.save_pretrained(adapter_folder)
+    return adapter_folder
