@@ -31,12 +31,19 @@ class ArgumentParser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
 
+    argv: list[str] = []  # set by main(): lets error() find a misspelt flag behind another complaint
+
     def error(self, message: str) -> NoReturn:
+        known = [opt for action in self._actions for opt in action.option_strings]
         if message.startswith("unrecognized arguments:"):
             flags = [t for t in message.split(":", 1)[1].split() if t.startswith("-")]
-            known = [opt for action in self._actions for opt in action.option_strings]
-            hints = "".join(did_you_mean(flag, known) for flag in flags[:1])
-            message = f"{message}{hints}"
+        else:
+            # A misspelt flag is the real mistake when argparse complains of a missing one.
+            flags = [t.split("=")[0] for t in ArgumentParser.argv if t.startswith("--") and t.split("=")[0] not in known]
+            if flags:
+                message = f"unrecognized arguments: {' '.join(flags)}"
+        if flags:
+            message += did_you_mean(flags[0], known)
         sys.stderr.write(f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
         raise SystemExit(2)
 

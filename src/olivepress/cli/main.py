@@ -29,7 +29,8 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(normalize_argv(list(sys.argv[1:] if argv is None else argv)))
+    ArgumentParser.argv = normalize_argv(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(ArgumentParser.argv)
     if args.command is None:
         parser.print_help()
         return 2

@@ -69,7 +69,8 @@ def _input_model(spec: Any) -> Any:
         return spec
     spec = dict(spec)
     # The seed's PyTorchModel and HuggingFaceModel are what olivepress calls HfModel.
-    spec["type"] = MODEL_TYPE_ALIASES.get(spec.get("type", "HfModel"), spec.get("type"))
+    kind = spec.get("type", "HfModel")
+    spec["type"] = MODEL_TYPE_ALIASES.get(kind, kind)
     model_path = spec.get("model_path")
     if isinstance(model_path, dict):
         kind = model_path.get("type", "a reference")

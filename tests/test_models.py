@@ -1,0 +1,86 @@
+"""Resolving what a user names into a model, and content fingerprints."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pytest
+
+from olivepress.errors import OlivepressError
+from olivepress.models.fingerprint import file_digest, folder_fingerprint
+from olivepress.models.handles import HfModel, OnnxModel
+from olivepress.models.resolve import resolve_model
+
+
+def test_local_hf_folder(tiny_llama_dir):
+    handle = resolve_model(str(tiny_llama_dir))
+    assert isinstance(handle, HfModel) and handle.path == str(tiny_llama_dir)
+
+
+def test_adapter_folder_given_as_model_is_explained(tiny_lora_dir):
+    with pytest.raises(OlivepressError, match="is a PEFT adapter, not a model"):
+        resolve_model(str(tiny_lora_dir))
+
+
+def test_missing_adapter_path(tiny_llama_dir, tmp_path):
+    with pytest.raises(OlivepressError, match="adapter path .* does not exist"):
+        resolve_model(str(tiny_llama_dir), adapter_path=str(tmp_path / "nope"))
+
+
+def use_hub_cache(monkeypatch, folder) -> None:
+    # huggingface_hub reads HF_HUB_CACHE once, at import; point its constant at our folder.
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(folder))
+
+
+def test_hub_id_not_in_the_local_cache_says_how_to_get_it(tmp_path, monkeypatch):
+    use_hub_cache(monkeypatch, tmp_path / "hub")
+    with pytest.raises(OlivepressError, match="'someone/some-model' is not a local folder and is not in the Hugging Face cache"):
+        resolve_model("someone/some-model")
+
+
+def test_hub_id_in_the_local_cache(tmp_path, tiny_llama_dir, monkeypatch):
+    # Lay the folder out as huggingface_hub's cache does, then resolve offline.
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--someone--tiny" / "snapshots" / ("0" * 40)
+    shutil.copytree(tiny_llama_dir, snapshot)
+    (cache / "models--someone--tiny" / "refs").mkdir()
+    (cache / "models--someone--tiny" / "refs" / "main").write_text("0" * 40)
+    use_hub_cache(monkeypatch, cache)
+    handle = resolve_model("someone/tiny")
+    assert isinstance(handle, HfModel) and (handle.folder / "config.json").is_file()
+
+
+def test_missing_gguf_file(tmp_path):
+    with pytest.raises(OlivepressError, match="GGUF file .*missing.gguf does not exist"):
+        resolve_model(str(tmp_path / "missing.gguf"))
+
+
+def test_onnx_folder(tmp_path):
+    (tmp_path / "model.onnx").write_bytes(b"")
+    assert isinstance(resolve_model(str(tmp_path)), OnnxModel)
+
+
+def test_fingerprint_follows_content_and_is_memoised(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    weights = folder / "w.bin"
+    weights.write_bytes(b"a" * 1000)
+    first = folder_fingerprint(folder)
+    assert folder_fingerprint(folder) == first
+    weights.write_bytes(b"b" * 1000)
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    assert folder_fingerprint(folder) != first
+
+
+def test_file_digest_is_not_recomputed_for_an_unchanged_file(tmp_path):
+    path = tmp_path / "w.bin"
+    path.write_bytes(b"x" * 100)
+    digest = file_digest(path)
+    stat = path.stat()
+    # Same size and mtime with other bytes: the memo (path, size, mtime) answers without reading.
+    path.write_bytes(b"y" * 100)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert file_digest(path) == digest
