@@ -10,11 +10,12 @@ from pathlib import Path
 
 
 @contextmanager
-def output_to_file(log_file: Path) -> Iterator[None]:
+def output_to_file(log_file: Path, status: str | None = None) -> Iterator[None]:
     """Redirect file descriptors 1 and 2 into `log_file` for the block.
 
     The ORT GenAI builder prints thousands of progress lines from Python and C++; the user
-    sees our progress lines instead, and the full log stays on disk for debugging.
+    sees `status` with a spinner and the elapsed time instead (on a terminal), and the full
+    log stays on disk for debugging.
     """
     log_file.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
@@ -24,7 +25,8 @@ def output_to_file(log_file: Path) -> Iterator[None]:
         os.dup2(sink.fileno(), 1)
         os.dup2(sink.fileno(), 2)
         try:
-            yield
+            with _spinner(saved[1], status):
+                yield
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
@@ -42,3 +44,20 @@ def tail(log_file: Path, lines: int = 5) -> str:
         return ""
     kept = [line.strip() for line in text.replace("\r", "\n").splitlines() if line.strip()]
     return " | ".join(kept[-lines:])
+
+
+@contextmanager
+def _spinner(terminal_fd: int, status: str | None) -> Iterator[None]:
+    """A spinner with elapsed time on the real terminal (a copy of the original stderr)."""
+    if status is None or not os.isatty(terminal_fd):
+        yield
+        return
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with os.fdopen(os.dup(terminal_fd), "w") as terminal:
+        console = Console(file=terminal, force_terminal=True)
+        columns = (SpinnerColumn(), TextColumn(status), TimeElapsedColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            progress.add_task(status, total=None)
+            yield

@@ -73,7 +73,7 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
     cache_dir = ctx.scratch_dir / "builder-cache"
     args = (None, model.path, str(out_dir), config.precision, provider, str(cache_dir))
     try:
-        with output_to_file(log_file):
+        with output_to_file(log_file, status=f"building the {config.precision} ONNX model"):
             extra = parse_extra_options(*args, [f"{key}={value}" for key, value in options.items()])
             create_model(*args, **extra)
     except Exception as exc:
