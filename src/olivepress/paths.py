@@ -72,6 +72,19 @@ def atomic_folder(final: Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def atomic_file(final: Path) -> Iterator[Path]:
+    """Yield a temporary path beside `final` that is renamed to `final` only if the block finishes."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}"
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(final)
+
+
 def check_writable(folder: Path, what: str) -> None:
     """Fail early, before any work, when `folder` cannot be created or written.
 

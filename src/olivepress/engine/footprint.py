@@ -27,6 +27,7 @@ class Footprint:
     device: str = "cpu"
     execution_provider: str = "CPUExecutionProvider"
     total_duration_s: float = 0.0
+    checks: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

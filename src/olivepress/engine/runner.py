@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from olivepress.engine.cache import PassCache, pass_key
 from olivepress.engine.footprint import Footprint, FootprintNode
@@ -55,7 +57,15 @@ def model_fingerprint(handle: ModelHandle) -> str:
     return text_fingerprint(*parts)
 
 
-def run_workflow(workflow: Workflow, *, clean_cache: bool = False) -> WorkflowResult:
+ModelCheck = Callable[[ModelHandle], dict[str, Any]]
+
+
+def run_workflow(workflow: Workflow, *, clean_cache: bool = False, check: ModelCheck | None = None) -> WorkflowResult:
+    """Run every pass flow through the cache, then write each flow's output.
+
+    `check`, when given, runs on each flow's final model before anything is written: what it
+    returns goes into the footprint, and an error it raises means no output at all.
+    """
     config = workflow.config
     started = time.perf_counter()
     output_root = Path(config.output_dir).expanduser().resolve()
@@ -86,6 +96,9 @@ def run_workflow(workflow: Workflow, *, clean_cache: bool = False) -> WorkflowRe
         model, nodes = _run_flow(flow, source, fingerprint, cache, ctx)
         footprint.nodes.extend(node for node in nodes if node.model_id not in {n.model_id for n in footprint.nodes})
         flow_results.append(FlowResult(model=model, output_dir=output_dir, nodes=nodes))
+    if check is not None:
+        for result in flow_results:
+            footprint.checks[str(result.output_dir)] = check(result.model)
     footprint.total_duration_s = time.perf_counter() - started
     for result in flow_results:
         footprint.outputs.append({"output_dir": str(result.output_dir), "model_id": result.nodes[-1].model_id if result.nodes else None})

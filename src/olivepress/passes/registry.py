@@ -26,6 +26,7 @@ class PassSpec:
 
 PASSES: tuple[PassSpec, ...] = (
     PassSpec("ModelBuilder", "olivepress.passes.onnx.model_builder"),
+    PassSpec("ExtractAdapters", "olivepress.passes.onnx.extract_adapters"),
     PassSpec("MergeAdapterWeights", "olivepress.passes.torch.merge_adapters"),
 )
 

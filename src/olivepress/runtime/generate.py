@@ -55,11 +55,20 @@ def genai_folder(path: str | Path) -> Path:
     )
 
 
-class GenAIModel:
-    """An ORT GenAI model and its tokenizer, loaded once for several generations."""
+BASE = "base"  # the name that means "no adapter active"
 
-    def __init__(self, path: str | Path):
+
+class GenAIModel:
+    """An ORT GenAI model, its tokenizer and its LoRA adapters, loaded once for many generations.
+
+    Adapters come from the model folder's adapters.json (written by ExtractAdapters) and from
+    `adapters` (name -> .onnx_adapter file); any of them can be active per generation.
+    """
+
+    def __init__(self, path: str | Path, adapters: dict[str, str | Path] | None = None):
         import onnxruntime_genai as og
+
+        from olivepress.runtime.adapters import registered_adapters
 
         self.folder = genai_folder(path)
         try:
@@ -68,20 +77,65 @@ class GenAIModel:
             raise OlivepressError(f"ONNX Runtime GenAI cannot load {self.folder}: {exc}") from exc
         self.tokenizer = og.Tokenizer(self.model)
         self._has_chat_template = _has_chat_template(self.folder)
+        self.adapter_files = {**registered_adapters(self.folder), **{k: Path(v) for k, v in (adapters or {}).items()}}
+        self._adapters = None
+        if self.adapter_files:
+            self._adapters = og.Adapters(self.model)
+            for name, file in self.adapter_files.items():
+                if name == BASE:
+                    raise OlivepressError(f"'{BASE}' names the model without an adapter; give the adapter another name")
+                if not file.is_file():
+                    raise OlivepressError(f"adapter file {file} does not exist; convert one with olivepress convert-adapters")
+                try:
+                    self._adapters.load(str(file), name)
+                except Exception as exc:
+                    raise OlivepressError(f"adapter {name} ({file}) does not fit {self.folder}: {exc}") from exc
 
-    def format_prompt(self, prompt: str, use_chat_template: bool = True) -> str:
+    @property
+    def adapter_names(self) -> list[str]:
+        return list(self.adapter_files)
+
+    def _generator(self, params, adapter: str | None):
+        import onnxruntime_genai as og
+
+        generator = og.Generator(self.model, params)
+        if adapter and adapter != BASE:
+            if adapter not in self.adapter_files:
+                known = ", ".join(self.adapter_names) or "none"
+                raise OlivepressError(f"no adapter named '{adapter}' (loaded: {known}); add it with --adapter {adapter}=FILE")
+            generator.set_active_adapter(self._adapters, adapter)
+        return generator
+
+    def next_token_logits(self, token_ids: list[int], adapter: str | None = None):
+        """Logits for the token after `token_ids` (a numpy vector), for parity checks."""
+        import numpy as np
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self.model)
+        params.set_search_options(max_length=len(token_ids) + 1)
+        generator = self._generator(params, adapter)
+        generator.append_tokens(token_ids)
+        return np.array(generator.get_output("logits"), dtype=np.float32).reshape(-1, self.vocab_size)[-1]
+
+    @property
+    def vocab_size(self) -> int:
+        return json.loads((self.folder / "genai_config.json").read_text())["model"]["vocab_size"]
+
+    def format_prompt(self, prompt: str | list[dict[str, str]], use_chat_template: bool = True) -> str:
+        """A prompt (or a conversation: a list of {role, content}) in the model's chat template."""
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         if not (use_chat_template and self._has_chat_template):
-            return prompt
-        messages = json.dumps([{"role": "user", "content": prompt}])
-        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+            return "\n".join(message["content"] for message in messages)
+        return self.tokenizer.apply_chat_template(json.dumps(messages), add_generation_prompt=True)
 
     def generate(
         self,
-        prompt: str,
+        prompt: str | list[dict[str, str]],
         options: SearchOptions | None = None,
         *,
         use_chat_template: bool = True,
         on_text: Callable[[str], None] | None = None,
+        adapter: str | None = None,
     ) -> Generation:
         import onnxruntime_genai as og
 
@@ -96,7 +150,7 @@ class GenAIModel:
         if options.seed is not None:
             search["random_seed"] = options.seed
         params.set_search_options(**search)
-        generator = og.Generator(self.model, params)
+        generator = self._generator(params, adapter)
         stream = self.tokenizer.create_stream()
         started = time.perf_counter()
         generator.append_tokens(input_ids)
@@ -109,7 +163,8 @@ class GenAIModel:
                 on_text(stream.decode(token))
         seconds = time.perf_counter() - started
         text = self.tokenizer.decode(tokens)
-        return Generation(prompt=prompt, text=text, new_tokens=len(tokens), seconds=seconds)
+        shown = prompt if isinstance(prompt, str) else prompt[-1]["content"]
+        return Generation(prompt=shown, text=text, new_tokens=len(tokens), seconds=seconds, extra={"adapter": adapter or BASE})
 
 
 def _has_chat_template(folder: Path) -> bool:

@@ -52,6 +52,19 @@ class Config(PassConfig):
     extra_options: dict[str, Any] = Field(default_factory=dict, description="Further builder extra_options, passed as they are.")
 
 
+def builder_architectures() -> set[str]:
+    """Architectures the installed ORT GenAI builder converts, read from its source so the list
+    follows builder upgrades (importing the builder would pull in torch)."""
+    import importlib.util
+    import re
+
+    spec = importlib.util.find_spec("onnxruntime_genai.models.builder")
+    if spec is None or spec.origin is None:
+        return set()
+    source = Path(spec.origin).read_text()
+    return set(re.findall(r'architectures\[0\] == "(\w+)"', source))
+
+
 def builder_provider(name: str) -> str:
     provider = BUILDER_PROVIDERS.get(name.lower())
     if provider is None:
@@ -100,8 +113,22 @@ def _extra_options(model: HfModel, config: Config) -> dict[str, Any]:
         options["config_only"] = True
     if model.adapter_path:
         options["adapter_path"] = model.adapter_path
+        # LoRA weights stay float (they are lifted into an .onnx_adapter later); only the base
+        # weights are quantised.
+        if config.precision in ("int4", "int8"):
+            options["nodes_to_exclude"] = ",".join(_lora_nodes(model))
     options.update(config.extra_options)
     return {key: _option_text(value) for key, value in options.items()}
+
+
+def _lora_nodes(model: HfModel) -> list[str]:
+    from olivepress.runtime.adapters import lora_node_names, peft_adapter_config
+
+    layers = json.loads((model.folder / "config.json").read_text()).get("num_hidden_layers", 0)
+    targets = peft_adapter_config(Path(model.adapter_path)).get("target_modules") or []
+    if isinstance(targets, str):  # a regular expression: cover every projection the builder names
+        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj", "gate_up_proj"]
+    return lora_node_names(layers, list(targets))
 
 
 def _option_text(value: Any) -> str:

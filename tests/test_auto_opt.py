@@ -1,0 +1,144 @@
+"""auto-opt's LLM path: ORT GenAI models with switchable LoRA adapters, checked against PyTorch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from olivepress.runtime.adapters import read_adapter_file
+from olivepress.runtime.generate import GenAIModel
+from test_cli import assert_one_line_error, olivepress
+from tiny_models import save_tiny_llama, save_tiny_lora_adapter
+
+
+@pytest.fixture(scope="module")
+def fp32_build(tmp_path_factory, tiny_llama_dir, tiny_lora_dir) -> Path:
+    out = tmp_path_factory.mktemp("ao") / "out"
+    result = olivepress(
+        "auto-opt", "-m", str(tiny_llama_dir), "--adapter_path", str(tiny_lora_dir), "--device", "cpu",
+        "--provider", "CPUExecutionProvider", "--use_ort_genai", "--precision", "fp32", "-o", str(out),
+        "--cache_dir", str(out.parent / "cache"),
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_output_layout_is_what_the_seed_app_expects(fp32_build):
+    model = fp32_build / "model"
+    for name in ("genai_config.json", "model.onnx", "adapter_weights.onnx_adapter", "tokenizer.json"):
+        assert (model / name).is_file(), name
+    footprint = json.loads((fp32_build / "footprint.json").read_text())
+    assert [n["pass_type"] for n in footprint["nodes"]] == ["ModelBuilder", "ExtractAdapters"]
+
+
+def test_check_before_hand_over_is_in_the_footprint(fp32_build):
+    footprint = json.loads((fp32_build / "footprint.json").read_text())
+    (report,) = footprint["checks"].values()
+    variants = {v["adapter"]: v for v in report["variants"]}
+    assert set(variants) == {"base", "default"}
+    for variant in variants.values():  # fp32: the ONNX model is the PyTorch model
+        assert variant["max_abs_diff"] < 1e-3
+        assert variant["top1_agreement"] == 1.0
+
+
+def test_seed_app_flow_with_and_without_the_adapter(fp32_build, tiny_llama_dir, tiny_lora_dir):
+    import onnxruntime_genai as og
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = og.Model(str(fp32_build / "model"))
+    adapters = og.Adapters(model)
+    adapters.load(str(fp32_build / "model" / "adapter_weights.onnx_adapter"), "travel")
+    ids = [1, 5, 9, 14, 27, 3]
+
+    def onnx_logits(adapter: str | None) -> np.ndarray:
+        params = og.GeneratorParams(model)
+        params.set_search_options(max_length=20, past_present_share_buffer=False)
+        generator = og.Generator(model, params)
+        if adapter:
+            generator.set_active_adapter(adapters, adapter)
+        generator.append_tokens(ids)
+        return np.array(generator.get_output("logits"))[0, -1]
+
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)(torch.tensor([ids])).logits[0, -1].numpy()
+        peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tiny_lora_dir)
+        tuned = peft(torch.tensor([ids])).logits[0, -1].numpy()
+    assert np.abs(onnx_logits(None) - base).max() < 1e-3  # no adapter loaded: runs, and is the base model
+    assert np.abs(onnx_logits("travel") - tuned).max() < 1e-3
+    assert np.abs(tuned - base).max() > 1e-2
+
+
+def test_convert_adapters_matches_extraction_and_serves_side_by_side(fp32_build, tiny_llama_dir, tiny_lora_dir, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    same = tmp_path / "same.onnx_adapter"
+    result = olivepress("convert-adapters", "--adapter_path", str(tiny_lora_dir), "-m", str(fp32_build), "-o", str(same))
+    assert result.returncode == 0, result.stderr
+    extracted = read_adapter_file(fp32_build / "model" / "adapter_weights.onnx_adapter")
+    converted = read_adapter_file(same)
+    assert set(converted) == set(extracted)
+    for name in extracted:
+        np.testing.assert_allclose(converted[name], extracted[name], rtol=1e-6, atol=1e-7)
+
+    second_dir = save_tiny_lora_adapter(tiny_llama_dir, tmp_path / "second", seed=7)
+    second = tmp_path / "second.onnx_adapter"
+    assert olivepress("convert-adapters", "--adapter_path", str(second_dir), "-m", str(fp32_build), "-o", str(second)).returncode == 0
+    model = GenAIModel(fp32_build, adapters={"second": second})
+    ids = [1, 5, 9, 14, 27, 3]
+    for name, peft_dir in (("default", tiny_lora_dir), ("second", second_dir)):
+        with torch.no_grad():
+            peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), peft_dir)
+            expected = peft(torch.tensor([ids])).logits[0, -1].numpy()
+        np.testing.assert_allclose(model.next_token_logits(ids, adapter=name), expected, atol=1e-3)
+
+
+def test_int4_build_keeps_lora_weights_float(tmp_path, tiny_llama_dir, tiny_lora_dir):
+    import onnx
+
+    out = tmp_path / "out"
+    result = olivepress("auto-opt", "-m", str(tiny_llama_dir), "--adapter_path", str(tiny_lora_dir), "-o", str(out),
+                        "--cache_dir", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+    graph = onnx.load(out / "model" / "model.onnx", load_external_data=False).graph
+    assert any(n.op_type == "MatMulNBits" for n in graph.node)
+    lora_nodes = [n for n in graph.node if "/lora_" in n.name]
+    assert lora_nodes and all(n.op_type == "MatMul" for n in lora_nodes)
+    tensors = read_adapter_file(out / "model" / "adapter_weights.onnx_adapter")
+    assert all(t.dtype == np.float32 for t in tensors.values())
+
+
+def test_adapter_for_another_base_is_refused(tmp_path, tiny_llama_dir):
+    other_base = save_tiny_llama(tmp_path / "other", hidden_size=96)
+    other_adapter = save_tiny_lora_adapter(other_base, tmp_path / "other_lora")
+    result = olivepress("auto-opt", "-m", str(tiny_llama_dir), "--adapter_path", str(other_adapter), "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, "trained on another base model.*hidden size 64")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_adapter_path(tmp_path, tiny_llama_dir):
+    result = olivepress("auto-opt", "-m", str(tiny_llama_dir), "--adapter_path", str(tmp_path / "nope"), "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, "adapter path .*nope does not exist")
+
+
+def test_unknown_provider(tmp_path, tiny_llama_dir):
+    result = olivepress("auto-opt", "-m", str(tiny_llama_dir), "--provider", "CUDAExecutionProvidr", "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, "unknown execution provider 'CUDAExecutionProvidr'.*did you mean 'CUDAExecutionProvider'")
+
+
+def test_generate_with_an_unknown_adapter_name(fp32_build):
+    result = olivepress("generate", "-m", str(fp32_build), "-p", "hi", "--active", "travel")
+    assert_one_line_error(result, "no adapter named 'travel' \\(loaded: default\\)")
+
+
+def test_generate_side_by_side(fp32_build):
+    result = olivepress("generate", "-m", str(fp32_build), "-p", "hello", "--active", "base", "--active", "default",
+                        "--max_new_tokens", "4")
+    assert result.returncode == 0, result.stderr
+    assert "[base]" in result.stderr and "[default]" in result.stderr
