@@ -84,3 +84,14 @@ def test_file_digest_is_not_recomputed_for_an_unchanged_file(tmp_path):
     path.write_bytes(b"y" * 100)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     assert file_digest(path) == digest
+
+
+def test_an_olivepress_output_folder_stands_for_its_model(tmp_path, tiny_llama_dir):
+    from olivepress.api import run
+
+    out = tmp_path / "out"
+    config = {"input_model": {"model_path": str(tiny_llama_dir)}, "passes": {"b": {"type": "ModelBuilder", "precision": "fp32"}},
+              "output_dir": str(out), "cache_dir": str(tmp_path / "cache")}
+    run(config, summary=False)
+    handle = resolve_model(str(out))
+    assert isinstance(handle, OnnxModel) and handle.path == str(out / "model")

@@ -49,6 +49,10 @@ def resolve_model(
 
 
 def _handle_for_folder(folder: Path, adapter_path: str | None, task: str, load_kwargs: dict[str, Any]) -> ModelHandle:
+    # An olivepress output folder (footprint.json beside model/) stands for the model in it, so
+    # `quantize -o models/phi/awq` is followed by `finetune -m models/phi/awq` as in the seed lab.
+    if (folder / "footprint.json").is_file() and (folder / "model").is_dir():
+        folder = folder / "model"
     if folder.is_file():
         if folder.suffix == ".onnx":
             return OnnxModel(path=str(folder.parent))
