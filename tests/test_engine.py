@@ -140,3 +140,27 @@ def test_onnx_model_into_an_hf_pass_is_refused(tmp_path, tiny_llama_dir):
     }
     with pytest.raises(OlivepressError, match="takes a hf model but gets onnx"):
         run(config, summary=False)
+
+
+def test_cache_key_follows_the_target_provider():
+    from olivepress.engine.runner import _key_context
+    from olivepress.passes.base import PassContext
+
+    cpu = _key_context({}, PassContext(execution_provider="CPUExecutionProvider"))
+    dml = _key_context({}, PassContext(execution_provider="DmlExecutionProvider"))
+    assert cpu != dml
+
+
+def test_cache_key_follows_named_data_files(tmp_path):
+    from olivepress.data.config import DataConfig
+    from olivepress.engine.runner import _key_context
+    from olivepress.passes.base import PassContext
+
+    data_file = tmp_path / "d.jsonl"
+    data_file.write_text('{"text": "one"}\n')
+    data = DataConfig(name="calib", load_dataset_config={"data_files": str(data_file)})
+    ctx = PassContext(data_configs={"calib": data})
+    before = _key_context({"data_config": "calib"}, ctx)
+    assert _key_context({"data_config": None}, ctx)["data_configs"] == {}
+    data_file.write_text('{"text": "two, and longer"}\n')
+    assert _key_context({"data_config": "calib"}, ctx) != before

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from olivepress.data.config import DataConfig
 from olivepress.engine.cache import PassCache, pass_key
 from olivepress.engine.footprint import Footprint, FootprintNode
 from olivepress.engine.output import prepare_output_dir, write_output
 from olivepress.errors import OlivepressError
-from olivepress.models.fingerprint import folder_fingerprint, text_fingerprint
+from olivepress.models.fingerprint import file_digest, folder_fingerprint, text_fingerprint
 from olivepress.models.handles import HfModel, ModelHandle
 from olivepress.models.resolve import resolve_model
 from olivepress.passes.base import PassContext
@@ -127,7 +128,7 @@ def _run_flow(
                 f"({model.path}); reorder the passes"
             )
         options = planned.config.model_dump(mode="json")
-        key = pass_key(fingerprint, planned.spec.name, module.VERSION, options)
+        key = pass_key(fingerprint, planned.spec.name, module.VERSION, {"options": options, **_key_context(options, ctx)})
         entry = cache.lookup(key)
         label = f"[{index}/{len(flow)}] {planned.name} ({planned.spec.name})"
         if entry is not None:
@@ -150,6 +151,32 @@ def _run_flow(
         )
         model, fingerprint, parent = entry.handle, key, key[:16]
     return model, nodes
+
+
+def _key_context(options: dict[str, Any], ctx: PassContext) -> dict[str, Any]:
+    """What else a pass's output depends on: the target (passes may read it from the context),
+    and the content of every data config its options name, down to the data files' bytes."""
+    used = sorted(name for name in ctx.data_configs if _mentions(options, name))
+    data = {name: [ctx.data_configs[name].model_dump(mode="json"), _data_files_fingerprint(ctx.data_configs[name])] for name in used}
+    return {"device": ctx.device, "execution_provider": ctx.execution_provider, "data_configs": data}
+
+
+def _mentions(value: Any, name: str) -> bool:
+    if isinstance(value, str):
+        return value == name
+    if isinstance(value, dict):
+        return any(_mentions(item, name) for item in value.values())
+    if isinstance(value, list):
+        return any(_mentions(item, name) for item in value)
+    return False
+
+
+def _data_files_fingerprint(data: DataConfig) -> list[str]:
+    files = data.load_dataset_config.data_files
+    paths = [files] if isinstance(files, str) else list(files) if isinstance(files, list) else [
+        p for value in files.values() for p in ([value] if isinstance(value, str) else value)
+    ]
+    return [file_digest(Path(p)) if Path(p).is_file() else f"missing:{p}" for p in paths]
 
 
 def _run_pass(planned: PlannedPass, model: ModelHandle, out_dir: Path, ctx: PassContext) -> ModelHandle:

@@ -28,6 +28,12 @@ PASSES: tuple[PassSpec, ...] = (
     PassSpec("ModelBuilder", "olivepress.passes.onnx.model_builder"),
     PassSpec("ExtractAdapters", "olivepress.passes.onnx.extract_adapters"),
     PassSpec("MergeAdapterWeights", "olivepress.passes.torch.merge_adapters"),
+    PassSpec("OnnxConversion", "olivepress.passes.onnx.export"),
+    PassSpec("OrtTransformersOptimization", "olivepress.passes.onnx.transformer_optimize", ("OrtTransformerOptimization",)),
+    PassSpec("OnnxDynamicQuantization", "olivepress.passes.onnx.quantize_int8_dynamic"),
+    PassSpec("OnnxStaticQuantization", "olivepress.passes.onnx.quantize_int8_static"),
+    PassSpec("OnnxMatMul4Quantizer", "olivepress.passes.onnx.quantize_int4", ("OnnxBlockWiseRtnQuantization",)),
+    PassSpec("OnnxFloatToFloat16", "olivepress.passes.onnx.fp16"),
 )
 
 
