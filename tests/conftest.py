@@ -13,7 +13,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from tiny_models import save_tiny_llama, save_tiny_lora_adapter  # noqa: E402
+from tiny_models import save_tiny_bert, save_tiny_llama, save_tiny_lora_adapter  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TRAVEL_DATA = SHARED_DATA / "travel" / "data_sample_travel.jsonl"
@@ -23,6 +23,12 @@ TRAVEL_DATA = SHARED_DATA / "travel" / "data_sample_travel.jsonl"
 def tiny_llama_dir(tmp_path_factory) -> Path:
     """A tiny random Llama HF folder. Read-only for tests: copy it before changing it."""
     return save_tiny_llama(tmp_path_factory.mktemp("tiny") / "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory) -> Path:
+    """A tiny random BertModel HF folder (an encoder). Read-only for tests."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny") / "bert")
 
 
 @pytest.fixture(scope="session")

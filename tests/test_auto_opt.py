@@ -142,3 +142,28 @@ def test_generate_side_by_side(fp32_build):
                         "--max_new_tokens", "4")
     assert result.returncode == 0, result.stderr
     assert "[base]" in result.stderr and "[default]" in result.stderr
+
+
+def test_encoder_takes_the_generic_path_and_is_checked(tmp_path, tiny_bert_dir):
+    out = tmp_path / "out"
+    result = olivepress("auto-opt", "-m", str(tiny_bert_dir), "--precision", "int8", "-o", str(out), "--cache_dir", str(tmp_path / "c"))
+    assert result.returncode == 0, result.stderr
+    assert "generic ONNX path" in result.stderr
+    footprint = json.loads((out / "footprint.json").read_text())
+    assert [n["pass_type"] for n in footprint["nodes"]] == ["OnnxConversion", "OrtTransformersOptimization", "OnnxDynamicQuantization"]
+    (check,) = footprint["checks"].values()
+    assert check["task"] == "feature-extraction" and check["min_cosine"] > 0.9
+
+
+def test_use_ort_genai_on_an_encoder_says_why_not(tmp_path, tiny_bert_dir):
+    result = olivepress("auto-opt", "-m", str(tiny_bert_dir), "--use_ort_genai", "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, "the ORT GenAI builder does not convert BertModel; drop --use_ort_genai")
+
+
+def test_provider_that_is_not_here_builds_but_says_unverified(tmp_path, tiny_llama_dir):
+    result = olivepress("auto-opt", "-m", str(tiny_llama_dir), "--provider", "CUDAExecutionProvider", "--precision", "fp16",
+                        "-o", str(tmp_path / "out"), "--cache_dir", str(tmp_path / "c"))
+    assert result.returncode == 0, result.stderr
+    assert "not verified" in result.stderr and "CUDAExecutionProvider is not available" in result.stderr
+    genai = json.loads((tmp_path / "out" / "model" / "genai_config.json").read_text())
+    assert "cuda" in json.dumps(genai["model"]["decoder"]["session_options"]).lower()

@@ -87,26 +87,6 @@ def pooled_cosine(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tiny_bert_dir(tmp_path_factory) -> Path:
-    """A random 2-layer BertModel (hidden 64, 4 heads) with a real tokenizer."""
-    import torch
-    from transformers import BertConfig, BertModel
-
-    from tiny_models import save_tiny_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny") / "bert"
-    folder.mkdir()
-    save_tiny_tokenizer(folder)
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=384, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        max_position_embeddings=128, type_vocab_size=2,
-    )
-    BertModel(config).save_pretrained(folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def tiny_onnx(tiny_bert_dir, tmp_path_factory) -> OnnxModel:
     return run_pass(export, HfModel(path=str(tiny_bert_dir)), tmp_path_factory.mktemp("conv"), "conv")
 

@@ -77,3 +77,20 @@ def save_tiny_lora_adapter(base_folder: Path, adapter_folder: Path, *, seed: int
     peft_model = get_peft_model(base, config)
     peft_model.save_pretrained(adapter_folder)
     return adapter_folder
+
+
+def save_tiny_bert(folder: Path) -> Path:
+    """A random 2-layer BertModel (hidden 64, 4 heads) with a real tokenizer: an encoder for
+    the generic ONNX path."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tiny_tokenizer(folder)
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=384, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
+        max_position_embeddings=128, type_vocab_size=2,
+    )
+    BertModel(config).save_pretrained(folder)
+    return folder

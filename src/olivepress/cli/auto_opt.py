@@ -90,13 +90,13 @@ def execute(args: argparse.Namespace) -> int:
     if not isinstance(model, HfModel):
         raise OlivepressError(f"{model.path} is already an ONNX model; auto-opt takes a Hugging Face / PyTorch model")
     architecture = (json.loads((model.folder / "config.json").read_text()).get("architectures") or ["?"])[0]
-    llm_path = architecture in builder_architectures()
-    if not llm_path:
-        hint = "" if not args.use_ort_genai else " (--use_ort_genai needs one of those)"
-        raise OlivepressError(
-            f"the ORT GenAI builder does not convert {architecture}{hint}; supported decoders include "
-            "LlamaForCausalLM, MistralForCausalLM, Phi3ForCausalLM, Qwen2ForCausalLM, GemmaForCausalLM"
-        )
+    if architecture not in builder_architectures():
+        if args.use_ort_genai:
+            raise OlivepressError(
+                f"the ORT GenAI builder does not convert {architecture}; drop --use_ort_genai to take the generic "
+                "ONNX path (OnnxConversion and friends), or use a decoder it knows (Llama, Mistral, Phi-3, Qwen2, Gemma, ...)"
+            )
+        return _generic_path(args, model, architecture, device, provider)
     if args.adapter_path:
         _check_adapter_base(model, Path(args.adapter_path))
 
@@ -127,12 +127,56 @@ def execute(args: argparse.Namespace) -> int:
     else:
         check = _parity_check(model, {args.adapter_name: Path(args.adapter_path)} if args.adapter_path else {})
     result = run(config, log_level=0 if args.debug else args.log_level, check=check)
+    _print_check(result)
+    return 0
+
+
+def _generic_path(args: argparse.Namespace, model, architecture: str, device: str, provider: str) -> int:
+    """Models the ORT GenAI builder does not know: torch.onnx export and ONNX Runtime passes."""
+    from olivepress.api import run
+    from olivepress.errors import OlivepressError
+    from olivepress.passes.onnx.chains import describe_generic_chain, generic_chain, provider_available
+    from olivepress.ui import console
+
+    if args.adapter_path:
+        console.print("[yellow]the generic ONNX path merges the adapter into the model (switchable adapters need the ORT GenAI path)[/]")
+    chain = generic_chain(device, provider, args.precision)
+    passes = {f"{index}_{pass_type}": {"type": pass_type, **options} for index, (pass_type, options) in enumerate(chain, start=1)}
+    console.print(f"auto-opt: {architecture} on the generic ONNX path: {describe_generic_chain(device, provider, args.precision)}")
+    config = {
+        "input_model": {"type": "HfModel", "model_path": model.path, "adapter_path": model.adapter_path, "task": model.task,
+                        "load_kwargs": model.load_kwargs},
+        "passes": passes,
+        "systems": {"target": {"type": "LocalSystem", "accelerators": [{"device": device, "execution_providers": [provider]}]}},
+        "target": "target",
+        "output_dir": args.output_path,
+        "cache_dir": args.cache_dir,
+    }
+    check = None
+    if args.skip_check or not provider_available(provider):
+        reason = "--skip_check" if args.skip_check else f"{provider} is not available on this machine"
+        console.print(f"[yellow]not verified: the result is not run or compared with PyTorch here ({reason})[/]")
+    else:
+        def check(handle) -> dict:
+            from olivepress.evaluate.parity import check_onnx_parity
+
+            report = check_onnx_parity(handle.folder, model)
+            if not report.min_cosine > 0.9:
+                raise OlivepressError(f"the optimised model disagrees with PyTorch (cosine {report.min_cosine:.3f}); not handing it over")
+            return {**report.to_dict(), "lines": report.lines()}
+    result = run(config, log_level=0 if args.debug else args.log_level, check=check)
+    _print_check(result)
+    return 0
+
+
+def _print_check(result) -> None:
+    from olivepress.ui import console
+
     report = result.footprint.checks.get(str(result.flows[0].output_dir))
     if report:
-        console.print("Check against PyTorch (next-token logits on a few prompts):")
+        console.print("Check against PyTorch:")
         for line in report["lines"]:
             console.print(f"  {line}")
-    return 0
 
 
 def _parity_check(reference, adapters: dict[str, Path]):

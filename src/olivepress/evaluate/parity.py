@@ -92,3 +92,69 @@ def check_parity(
         if peft_dir is not None:
             base = torch_model.unload()  # take the adapter off again for the next variant
     return report
+
+
+@dataclass
+class OnnxParity:
+    task: str
+    provider: str
+    max_abs_diff: float
+    min_cosine: float
+    mean_cosine: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.task} on {self.provider}: first output max |diff| {self.max_abs_diff:.4f}, "
+            f"cosine to PyTorch mean {self.mean_cosine:.4f} (min {self.min_cosine:.4f})"
+        ]
+
+
+def check_onnx_parity(onnx_dir: Path, reference: HfModel, texts: tuple[str, ...] = DEFAULT_PROMPTS) -> OnnxParity:
+    """Run a plain ONNX model (the generic path's output) and PyTorch on the same texts and compare
+    their first outputs per text, over real (unpadded) tokens."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from olivepress.models.loading import load_tokenizer
+    from olivepress.passes.onnx.export import load_for_task, resolve_task
+    from olivepress.passes.onnx.model_files import inference_session
+
+    architectures = json.loads((reference.folder / "config.json").read_text()).get("architectures")
+    task = resolve_task(None, reference.task, architectures)
+    tokenizer = load_tokenizer(reference)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    encoded = tokenizer(list(texts), padding=True, return_tensors="np")
+    try:
+        session = inference_session(onnx_dir)
+    except Exception as exc:
+        raise OlivepressError(f"ONNX Runtime cannot load the result in {onnx_dir}: {exc}") from exc
+    feeds = {}
+    for value in session.get_inputs():
+        array = encoded.get(value.name)
+        feeds[value.name] = (array if array is not None else np.zeros_like(encoded["input_ids"])).astype(np.int64)
+    try:
+        actual = np.asarray(session.run(None, feeds)[0], dtype=np.float32)
+    except Exception as exc:
+        raise OlivepressError(f"the ONNX model in {onnx_dir} fails to run: {exc}") from exc
+    with torch.no_grad():
+        output = load_for_task(reference, task)(**{name: torch.from_numpy(array) for name, array in feeds.items()})
+    expected = (output[0] if isinstance(output, tuple) else next(iter(output.values()))).float().numpy()
+    mask = encoded["attention_mask"].astype(bool)
+    cosines, diffs = [], []
+    for row in range(len(texts)):
+        a, b = actual[row], expected[row]
+        if a.ndim >= 1 and a.shape[0] == mask.shape[1]:  # per-token outputs: compare real tokens only
+            a, b = a[mask[row]], b[mask[row]]
+        a, b = a.ravel(), b.ravel()
+        diffs.append(float(np.abs(a - b).max()))
+        cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)))
+    return OnnxParity(
+        task=task, provider=session.get_providers()[0], max_abs_diff=max(diffs),
+        min_cosine=min(cosines), mean_cosine=float(np.mean(cosines)),
+    )

@@ -142,7 +142,7 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
         )
     hf_config = _read_config(model)
     task = resolve_task(config.task, model.task, hf_config.get("architectures"))
-    torch_model = _load(model, task)
+    torch_model = load_for_task(model, task)
     input_names = _input_names(torch_model, task)
     output_names = list(TASKS[task].outputs)
     ctx.log.info("Exporting %s as %s (inputs: %s; outputs: %s)", model.path, task, ", ".join(input_names), ", ".join(output_names))
@@ -245,7 +245,8 @@ def _read_config(model: HfModel) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def _load(model: HfModel, task: str) -> PreTrainedModel:
+def load_for_task(model: HfModel, task: str) -> PreTrainedModel:
+    """The model with the head `task` needs, in float32 and eval mode (PEFT adapter merged)."""
     import torch
     import transformers
 
