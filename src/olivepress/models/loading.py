@@ -23,10 +23,14 @@ def load_causal_lm(model: HfModel, dtype: torch.dtype | None = None) -> PreTrain
 
     method = model.quantization_method()
     if method is not None:
-        raise OlivepressError(
-            f"{model.path} is quantized with '{method}', which olivepress cannot load into PyTorch yet; "
-            "use the float model it was made from"
-        )
+        if method not in ("awq", "gptq"):
+            raise OlivepressError(
+                f"{model.path} is quantized with '{method}', which olivepress cannot load into PyTorch; "
+                "use an AWQ or GPTQ checkpoint or the float model it was made from"
+            )
+        from olivepress.quant.checkpoint import load_dequantized
+
+        return load_dequantized(model, dtype)
     kwargs: dict[str, Any] = dict(model.load_kwargs)
     kwargs.setdefault("dtype", dtype or torch.float32)
     return AutoModelForCausalLM.from_pretrained(model.path, **kwargs)

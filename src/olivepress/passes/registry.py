@@ -28,12 +28,20 @@ PASSES: tuple[PassSpec, ...] = (
     PassSpec("ModelBuilder", "olivepress.passes.onnx.model_builder"),
     PassSpec("ExtractAdapters", "olivepress.passes.onnx.extract_adapters"),
     PassSpec("MergeAdapterWeights", "olivepress.passes.torch.merge_adapters"),
+    PassSpec("AWQ", "olivepress.passes.torch.awq", ("AutoAWQQuantizer",)),
+    PassSpec("GPTQ", "olivepress.passes.torch.gptq", ("GptqQuantizer",)),
+    PassSpec("RTN", "olivepress.passes.torch.rtn", ("Rtn",)),
     PassSpec("OnnxConversion", "olivepress.passes.onnx.export"),
     PassSpec("OrtTransformersOptimization", "olivepress.passes.onnx.transformer_optimize", ("OrtTransformerOptimization",)),
     PassSpec("OnnxDynamicQuantization", "olivepress.passes.onnx.quantize_int8_dynamic"),
     PassSpec("OnnxStaticQuantization", "olivepress.passes.onnx.quantize_int8_static"),
     PassSpec("OnnxMatMul4Quantizer", "olivepress.passes.onnx.quantize_int4", ("OnnxBlockWiseRtnQuantization",)),
     PassSpec("OnnxFloatToFloat16", "olivepress.passes.onnx.fp16"),
+    PassSpec("LoRA", "olivepress.passes.torch.lora.lora"),
+    PassSpec("QLoRA", "olivepress.passes.torch.lora.qlora"),
+    PassSpec("DoRA", "olivepress.passes.torch.lora.dora"),
+    PassSpec("LoHa", "olivepress.passes.torch.lora.loha"),
+    PassSpec("LoKr", "olivepress.passes.torch.lora.lokr"),
 )
 
 

@@ -29,9 +29,9 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfMo
     try:
         peft_model = PeftModel.from_pretrained(base, model.adapter_path)
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise OlivepressError(
-            f"the adapter at {model.adapter_path} does not fit the model at {model.path}: {exc}"
-        ) from exc
+        from olivepress.passes.torch.lora.fit import adapter_mismatch_error
+
+        raise adapter_mismatch_error(exc, model.adapter_path, model.path) from exc
     merged = peft_model.merge_and_unload()
     merged.save_pretrained(out_dir)
     load_tokenizer(model).save_pretrained(out_dir)

@@ -1,0 +1,63 @@
+"""Options of the adapter-training passes (LoRA, QLoRA, DoRA, LoHa, LoKr), as in seed 001.
+
+Every method takes the data and training options of `AdapterPassConfig`; each method's
+module adds its own (rank, alpha, dropout, quantization). The seed's spellings work as
+written: `lora_r` / `r`, `lora_alpha` / `alpha`, `training_args` with Hugging Face names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from olivepress.data.config import DataConfig
+from olivepress.errors import OlivepressError
+from olivepress.passes.base import PassConfig
+from olivepress.train.args import TrainingArgs
+
+# Other spellings of option names (PEFT's and Olive's) -> the names used here.
+OPTION_ALIASES = {"r": "lora_r", "alpha": "lora_alpha"}
+
+
+class AdapterPassConfig(PassConfig):
+    """Data and training options every adapter method takes."""
+
+    train_data_config: str | DataConfig = Field(
+        ..., description="Training data: the name of an entry in data_configs, or a data config written inline."
+    )
+    eval_data_config: str | DataConfig | None = Field(
+        None, description="Evaluation data (name or inline); default: split off eval_dataset_size of the training data."
+    )
+    eval_dataset_size: float | int | None = Field(
+        None, description="Hold this much of the training data out for eval loss: a fraction like 0.1 or a count like 20."
+    )
+    target_modules: list[str] | None = Field(
+        None,
+        description="Short names of the Linear layers to adapt, e.g. [q_proj, v_proj]; default: every attention and MLP "
+        "projection (qkv_proj, o_proj, gate_up_proj, down_proj on Phi-3).",
+    )
+    modules_to_save: list[str] | None = Field(None, description="Modules trained in full and saved with the adapter.")
+    training_args: TrainingArgs = Field(default_factory=TrainingArgs, description="Hugging Face TrainingArguments names.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _aliases(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for alias, name in OPTION_ALIASES.items():
+            if alias in data and name in cls.model_fields:
+                if name in data and data[name] != data[alias]:
+                    raise OlivepressError(f"'{alias}' and '{name}' are the same option with different values; keep '{name}'")
+                data[name] = data.pop(alias)
+        if isinstance(data.get("target_modules"), str):  # "q_proj,v_proj" as typed on a command line
+            data["target_modules"] = [name.strip() for name in data["target_modules"].split(",") if name.strip()]
+        return data
+
+
+class LowRankConfig(AdapterPassConfig):
+    """Rank and scale of a low-rank adapter (the LoRA family)."""
+
+    lora_r: int = Field(16, ge=1, description="Rank of the update (also 'r').")
+    lora_alpha: float = Field(32, gt=0, description="Scale: the update is multiplied by lora_alpha / lora_r (also 'alpha').")
