@@ -167,3 +167,44 @@ def test_provider_that_is_not_here_builds_but_says_unverified(tmp_path, tiny_lla
     assert "not verified" in result.stderr and "CUDAExecutionProvider is not available" in result.stderr
     genai = json.loads((tmp_path / "out" / "model" / "genai_config.json").read_text())
     assert "cuda" in json.dumps(genai["model"]["decoder"]["session_options"]).lower()
+
+
+def test_quantized_base_with_an_adapter_keeps_its_integers_and_matches_peft(tmp_path, tiny_llama_dir, tiny_lora_dir):
+    """The seed lab's order: quantize, then fine-tune on the checkpoint, then auto-opt with the
+    adapter. The builder cannot wrap its quantized model in PEFT, so the LoRA path is added after
+    the build; the MatMulNBits still hold the checkpoint's codes, and the result matches
+    PyTorch (dequantised grid) + PEFT with and without the adapter."""
+    import onnx
+    from onnx import numpy_helper
+
+    from olivepress.quant.checkpoint import read_quantized
+
+    quantized = olivepress("quantize", "-m", str(tiny_llama_dir), "--algorithm", "rtn", "--group_size", "32",
+                           "-o", str(tmp_path / "rtn"), "--cache_dir", str(tmp_path / "cache"))
+    assert quantized.returncode == 0, quantized.stderr
+    out = tmp_path / "out"
+    result = olivepress("auto-opt", "-m", str(tmp_path / "rtn" / "model"), "--adapter_path", str(tiny_lora_dir),
+                        "--use_ort_genai", "-o", str(out), "--cache_dir", str(tmp_path / "cache"))
+    assert result.returncode == 0, result.stderr
+
+    graph = onnx.load(out / "model" / "model.onnx").graph
+    initializers = {i.name: i for i in graph.initializer}
+    node = next(n for n in graph.node if n.name == "/model/layers.0/attn/q_proj/MatMulNBits")
+    packed = numpy_helper.to_array(initializers[node.input[1]])
+    codes = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(packed.shape[0], -1)
+    checkpoint, _, _ = read_quantized(tmp_path / "rtn" / "model")
+    assert np.array_equal(codes, checkpoint["model.layers.0.self_attn.q_proj"].codes.numpy())
+    assert [n.op_type for n in graph.node if n.name.startswith("/model/layers.0/attn/q_proj/lora")] == ["MatMul", "MatMul", "Add"]
+
+    (report,) = json.loads((out / "footprint.json").read_text())["checks"].values()
+    variants = {v["adapter"]: v for v in report["variants"]}
+    assert set(variants) == {"base", "default"}
+    for variant in variants.values():  # int4 MatMulNBits computes with int8 activations on a CPU
+        assert variant["mean_abs_diff"] < 0.05 and variant["top1_agreement"] == 1.0, variants
+    # ... and the adapter's own effect is far above that: the LoRA path is really there.
+    model = GenAIModel(out)
+    ids = [1, 5, 9, 14, 27, 3]
+    effect = np.abs(model.next_token_logits(ids, "default") - model.next_token_logits(ids, "base")).mean()
+    assert effect > 5 * variants["default"]["mean_abs_diff"], (effect, variants)
+    tensors = read_adapter_file(out / "model" / "adapter_weights.onnx_adapter")
+    assert any(name.endswith("q_proj.lora_B.MatMul.weight") for name in tensors)

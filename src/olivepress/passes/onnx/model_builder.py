@@ -96,6 +96,12 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
     genai_config = out_dir / "genai_config.json"
     if not genai_config.is_file():
         raise OlivepressError(f"the ORT GenAI model builder wrote no genai_config.json (see {log_file})")
+    if _adapter_added_after_build(model):
+        from olivepress.passes.onnx.lora_graph import add_lora_paths
+        from olivepress.runtime.adapters import model_file
+
+        count = add_lora_paths(model_file(out_dir), Path(model.adapter_path))
+        ctx.log.info("LoRA paths added beside %d quantized MatMuls (float, for ExtractAdapters)", count)
     if config.search:
         _merge_search_options(genai_config, config.search)
     return OnnxModel(path=str(out_dir))
@@ -111,7 +117,11 @@ def _extra_options(model: HfModel, config: Config) -> dict[str, Any]:
         options["shared_embeddings"] = config.shared_embeddings
     if config.metadata_only:
         options["config_only"] = True
-    if model.adapter_path:
+    if _adapter_added_after_build(model):
+        # Built without the adapter (lora_graph adds it afterwards), with q/k/v left unfused
+        # so that each has an output of its own to add a LoRA path to.
+        options["fuse_qkv"] = False
+    elif model.adapter_path:
         options["adapter_path"] = model.adapter_path
         # LoRA weights stay float (they are lifted into an .onnx_adapter later); only the base
         # weights are quantised.
@@ -119,6 +129,12 @@ def _extra_options(model: HfModel, config: Config) -> dict[str, Any]:
             options["nodes_to_exclude"] = ",".join(_lora_nodes(model))
     options.update(config.extra_options)
     return {key: _option_text(value) for key, value in options.items()}
+
+
+def _adapter_added_after_build(model: HfModel) -> bool:
+    """The builder cannot put PEFT on its quantized-checkpoint model, so for an AWQ / GPTQ base
+    the adapter goes in after the build (see lora_graph)."""
+    return bool(model.adapter_path) and model.quantization_method() is not None
 
 
 def _lora_nodes(model: HfModel) -> list[str]:
