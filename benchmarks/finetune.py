@@ -28,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, write_result  # noqa: E402
+from olivepress.evaluate.accuracy import rouge_l  # noqa: E402
 
 TRAVEL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "travel" / "data_sample_travel.jsonl"
 PROMPT = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
@@ -39,37 +40,6 @@ TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down
 LEARNING_RATE = 2e-4
 MAX_NEW_TOKENS = 64
 THREADS = os.cpu_count() or 1  # set in main(): torch's thread count for the timed runs
-
-
-# --- ROUGE-L --------------------------------------------------------------------------------
-
-
-def rouge_l(candidate: str, reference: str) -> float:
-    """ROUGE-L F1 (Lin, 2004) over lower-cased words: longest common subsequence based."""
-    cand, ref = _words(candidate), _words(reference)
-    if not cand or not ref:
-        return 0.0
-    lcs = _lcs_length(cand, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(cand), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def _words(text: str) -> list[str]:
-    import re
-
-    return re.findall(r"\w+", text.lower())
-
-
-def _lcs_length(a: list[str], b: list[str]) -> int:
-    previous = [0] * (len(b) + 1)
-    for x in a:
-        current = [0]
-        for j, y in enumerate(b, start=1):
-            current.append(previous[j - 1] + 1 if x == y else max(previous[j], current[j - 1]))
-        previous = current
-    return previous[-1]
 
 
 # --- data and model -------------------------------------------------------------------------

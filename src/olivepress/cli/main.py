@@ -6,11 +6,26 @@ import sys
 import traceback
 
 from olivepress import __version__
-from olivepress.cli import auto_opt, chat, convert_adapters, finetune, generate, quantize, run, schema
+from olivepress.cli import (
+    auto_opt,
+    benchmark,
+    chat,
+    convert_adapters,
+    evaluate,
+    finetune,
+    generate,
+    package,
+    pull,
+    quantize,
+    register,
+    run,
+    schema,
+    serve,
+)
 from olivepress.cli.common import ArgumentParser, normalize_argv, wants_traceback
 from olivepress.errors import OlivepressError
 
-COMMANDS = (run, quantize, finetune, auto_opt, convert_adapters, generate, chat, schema)
+COMMANDS = (run, evaluate, benchmark, quantize, finetune, auto_opt, convert_adapters, generate, chat, serve, package, register, pull, schema)
 
 DESCRIPTION = """\
 Make Hugging Face / PyTorch / GGUF models small, fast and task-tuned for ONNX Runtime and

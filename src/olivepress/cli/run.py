@@ -12,6 +12,10 @@ def add_parser(commands) -> None:
     parser.add_argument("--config", required=True, help="Workflow config file (.json, .yaml or .yml).")
     parser.add_argument("-o", "--output_path", help="Write the output here instead of the config's output_dir.")
     parser.add_argument("--clean_cache", action="store_true", help="Empty the workflow's cache before running.")
+    parser.add_argument(
+        "--allow_user_code", action="store_true",
+        help="Run Python the config names (user_script, custom metrics, data loaders); off unless given.",
+    )
     from olivepress.cli.common import add_logging_flags
 
     add_logging_flags(parser)
@@ -26,5 +30,6 @@ def execute(args: argparse.Namespace) -> int:
 
     raw = read_config_file(Path(args.config))
     overrides = {"output_dir": args.output_path} if args.output_path else {}
-    run(raw, clean_cache=args.clean_cache, log_level=0 if args.debug else args.log_level, overrides=overrides)
+    run(raw, clean_cache=args.clean_cache, log_level=0 if args.debug else args.log_level, overrides=overrides,
+        allow_user_code=args.allow_user_code)
     return 0

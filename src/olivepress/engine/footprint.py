@@ -28,6 +28,10 @@ class Footprint:
     execution_provider: str = "CPUExecutionProvider"
     total_duration_s: float = 0.0
     checks: dict[str, Any] = field(default_factory=dict)
+    # With an evaluator: the input model's metrics, and per flow every candidate evaluated
+    # (one without a search), the goals, the objectives and the candidate chosen.
+    input_metrics: dict[str, Any] = field(default_factory=dict)
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,14 @@ def prepare_output_dir(output_dir: Path) -> None:
         )
 
 
-def write_output(output_dir: Path, handle: ModelHandle, footprint: dict[str, Any]) -> ModelHandle:
-    """Copy the final model out of the cache into ``output_dir``; returns the handle there."""
+def write_output(
+    output_dir: Path, handle: ModelHandle, footprint: dict[str, Any], extras: Callable[[Path, dict[str, Any]], None] | None = None
+) -> ModelHandle:
+    """Copy the final model out of the cache into ``output_dir``; returns the handle there.
+
+    `extras(folder, footprint)` writes further files (the report) into the folder before it
+    is renamed into place.
+    """
     with atomic_folder(output_dir) as tmp:
         shutil.copytree(handle.folder, tmp / "model")
         update: dict[str, Any] = {"path": str(output_dir / "model")}
@@ -49,5 +56,7 @@ def write_output(output_dir: Path, handle: ModelHandle, footprint: dict[str, Any
         final = handle.model_copy(update=update)
         footprint = {**footprint, "output_model": final.model_dump()}
         (tmp / "footprint.json").write_text(json.dumps(footprint, indent=2, default=str))
+        if extras is not None:
+            extras(tmp, footprint)
         (tmp / MARKER).write_text("written by olivepress; safe to replace on the next run\n")
     return final

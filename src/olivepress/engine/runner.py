@@ -28,6 +28,7 @@ class FlowResult:
     model: ModelHandle
     output_dir: Path
     nodes: list[FootprintNode]
+    evaluation: dict[str, Any] | None = None  # with an evaluator: candidates, goals, the choice
 
 
 @dataclass
@@ -92,20 +93,93 @@ def run_workflow(workflow: Workflow, *, clean_cache: bool = False, check: ModelC
         device=workflow.device,
         execution_provider=workflow.execution_provider,
     )
+    baseline = {}
+    if workflow.evaluator is not None:
+        log.info("Evaluating the input model")
+        baseline = _evaluate(source, workflow, ctx)
+        footprint.input_metrics = {name: value.to_dict() for name, value in baseline.items()}
     flow_results = []
     for flow, output_dir in zip(workflow.flows, outputs, strict=True):
-        model, nodes = _run_flow(flow, source, fingerprint, cache, ctx)
-        footprint.nodes.extend(node for node in nodes if node.model_id not in {n.model_id for n in footprint.nodes})
-        flow_results.append(FlowResult(model=model, output_dir=output_dir, nodes=nodes))
+        if workflow.evaluator is None:
+            model, nodes = _run_flow(flow, source, fingerprint, cache, ctx)
+            evaluation, produced = None, nodes
+        else:
+            # every candidate's passes go into the footprint; the chosen one's make the output
+            model, nodes, evaluation, produced = _evaluate_flow(flow, workflow, source, fingerprint, cache, ctx, baseline)
+            evaluation["output_dir"] = str(output_dir)
+            footprint.evaluations.append(evaluation)
+        for node in produced:
+            if node.model_id not in {n.model_id for n in footprint.nodes}:
+                footprint.nodes.append(node)
+        flow_results.append(FlowResult(model=model, output_dir=output_dir, nodes=nodes, evaluation=evaluation))
     if check is not None:
         for result in flow_results:
             footprint.checks[str(result.output_dir)] = check(result.model)
     footprint.total_duration_s = time.perf_counter() - started
     for result in flow_results:
         footprint.outputs.append({"output_dir": str(result.output_dir), "model_id": result.nodes[-1].model_id if result.nodes else None})
+    from olivepress.engine.report import write_report
+
     for result in flow_results:
-        result.model = write_output(result.output_dir, result.model, footprint.to_dict())
+        result.model = write_output(
+            result.output_dir, result.model, footprint.to_dict(),
+            extras=lambda folder, data, out=result.output_dir: write_report(folder, data, out),
+        )
+    if config.packaging_config:
+        from olivepress.engine.packaging import package_outputs
+
+        package_outputs([result.output_dir for result in flow_results], config.packaging_config)
     return WorkflowResult(flows=flow_results, footprint=footprint)
+
+
+def _evaluate(model: ModelHandle, workflow: Workflow, ctx: PassContext) -> dict[str, Any]:
+    from olivepress.evaluate.evaluator import evaluate_model
+
+    assert workflow.evaluator is not None
+    return evaluate_model(model, workflow.evaluator, data_configs=ctx.data_configs, execution_provider=ctx.execution_provider)
+
+
+def _evaluate_flow(
+    flow: list[PlannedPass], workflow: Workflow, source: ModelHandle, fingerprint: str, cache: PassCache,
+    ctx: PassContext, baseline: dict[str, Any],
+) -> tuple[ModelHandle, list[FootprintNode], dict[str, Any], list[FootprintNode]]:
+    """Run and evaluate the flow's candidates (one without a search); the chosen one's model and
+    nodes, the evaluation record for the footprint, and every candidate's nodes."""
+    from olivepress.engine import search as searching
+
+    assert workflow.evaluator is not None
+    goals = searching.goal_specs(workflow.evaluator)
+
+    def evaluate_point(point: dict[str, Any]) -> searching.Candidate:
+        model, nodes = _run_flow(searching.flow_at(flow, point), source, fingerprint, cache, ctx)
+        metrics = _evaluate(model, workflow, ctx)
+        if nodes:
+            nodes[-1].metrics = {name: value.to_dict() for name, value in metrics.items()}
+        met = searching.check_goals(metrics, goals, baseline)
+        log.info("  %s", ", ".join(f"{name} {value.value:.4g}{value.unit}" for name, value in metrics.items()))
+        return searching.Candidate(index=1, point=point, model=model, nodes=nodes, metrics=metrics, goals=met)
+
+    if workflow.search is not None:
+        candidates = searching.search(flow, workflow.search, workflow.objectives, goals, baseline, evaluate_point)
+    else:
+        candidates = [evaluate_point({})]
+    chosen = searching.choose(candidates, workflow.objectives)
+    goal_text = searching.describe_goals(goals, baseline)
+    reason = searching.explain_choice(chosen, candidates, workflow.objectives, goal_text)
+    if not chosen.meets_goals:
+        log.warning("no candidate meets every goal; keeping the best by the objectives")
+    evaluation = {
+        "flow": [p.name for p in flow],
+        "search": workflow.search.model_dump() if workflow.search is not None else None,
+        "dimensions": searching.dimensions(flow),
+        "objectives": [{"metric": o.metric, "higher_is_better": o.higher_is_better} for o in workflow.objectives],
+        "goals": goal_text,
+        "candidates": [c.to_dict() for c in candidates],
+        "chosen": chosen.index,
+        "reason": reason,
+    }
+    all_nodes = [node for c in candidates for node in c.nodes]
+    return chosen.model, chosen.nodes, evaluation, all_nodes
 
 
 def _flow_output_dirs(workflow: Workflow, output_root: Path) -> list[Path]:

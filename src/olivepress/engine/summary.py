@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.table import Table
 
 from olivepress.engine.runner import WorkflowResult
@@ -25,6 +27,30 @@ def print_summary(result: WorkflowResult) -> None:
             table.add_row(node.pass_name or "", node.pass_type or "", status, elapsed)
     console.print(table)
     for flow in result.flows:
+        if flow.evaluation is not None:
+            _print_candidates(flow.evaluation, result.footprint.input_metrics)
         console.print(f"Output model: [bold]{flow.model.path}[/]")
         console.print(f"Footprint:    {flow.output_dir / 'footprint.json'}")
+        console.print(f"Report:       {flow.output_dir / 'report.html'} (and report.md)")
     console.print(f"Total time:   {result.footprint.total_duration_s:.1f} s")
+
+
+def _print_candidates(evaluation: dict[str, Any], input_metrics: dict[str, Any]) -> None:
+    shown = [o["metric"] for o in evaluation["objectives"]]
+    shown += [m for m in evaluation["goals"] if m not in shown]
+    shown = shown or list(evaluation["candidates"][0]["metrics"])
+    table = Table(title="candidates" if evaluation.get("search") else "metrics", title_justify="left", show_edge=False)
+    table.add_column("#")
+    table.add_column("options")
+    for metric in shown:
+        table.add_column(metric, justify="right")
+    table.add_column("goals")
+    if input_metrics:
+        table.add_row("in", "input model", *(f"{input_metrics[m]['value']:.4g}" for m in shown), "")
+    for c in evaluation["candidates"]:
+        mark = "[bold green]*[/]" if c["index"] == evaluation["chosen"] else ""
+        options = ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in c["point"].items()) or "-"
+        goals = "" if not c["goals"] else ("met" if c["meets_goals"] else "[red]missed[/]")
+        table.add_row(f"{c['index']}{mark}", options, *(f"{c['metrics'][m]['value']:.4g}" for m in shown), goals)
+    console.print(table)
+    console.print(f"Chosen: {evaluation['reason']}")

@@ -106,6 +106,26 @@ class GenAIModel:
             generator.set_active_adapter(self._adapters, adapter)
         return generator
 
+    def new_generator(self, prompt_length: int, options: SearchOptions, adapter: str | None = None):
+        """A fresh og.Generator for one prompt with `options`, `adapter` switched on (the
+        server runs one per request, so requests for different adapters never share state)."""
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self.model)
+        search: dict[str, Any] = {"max_length": prompt_length + options.max_new_tokens, "do_sample": options.do_sample}
+        for key in ("temperature", "top_p", "top_k"):
+            if getattr(options, key) is not None:
+                search[key] = getattr(options, key)
+        if options.seed is not None:
+            search["random_seed"] = options.seed
+        params.set_search_options(**search)
+        return self._generator(params, adapter)
+
+    @property
+    def context_length(self) -> int:
+        """Most tokens (prompt + generated) the model takes."""
+        return int(json.loads((self.folder / "genai_config.json").read_text())["model"]["context_length"])
+
     def next_token_logits(self, token_ids: list[int], adapter: str | None = None):
         """Logits for the token after `token_ids` (a numpy vector), for parity checks."""
         import numpy as np
@@ -137,20 +157,10 @@ class GenAIModel:
         on_text: Callable[[str], None] | None = None,
         adapter: str | None = None,
     ) -> Generation:
-        import onnxruntime_genai as og
-
         options = options or SearchOptions()
         options.check()
         input_ids = self.tokenizer.encode(self.format_prompt(prompt, use_chat_template))
-        params = og.GeneratorParams(self.model)
-        search: dict[str, Any] = {"max_length": len(input_ids) + options.max_new_tokens, "do_sample": options.do_sample}
-        for key in ("temperature", "top_p", "top_k"):
-            if getattr(options, key) is not None:
-                search[key] = getattr(options, key)
-        if options.seed is not None:
-            search["random_seed"] = options.seed
-        params.set_search_options(**search)
-        generator = self._generator(params, adapter)
+        generator = self.new_generator(len(input_ids), options, adapter)
         stream = self.tokenizer.create_stream()
         started = time.perf_counter()
         generator.append_tokens(input_ids)

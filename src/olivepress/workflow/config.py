@@ -8,6 +8,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from olivepress.data.config import DataConfig
+from olivepress.evaluate.config import EvaluatorConfig
+from olivepress.share.config import PackagingConfig
+from olivepress.workflow.search_config import SearchStrategyConfig
 
 SUPPORTED_SYSTEMS = ("LocalSystem",)
 
@@ -64,9 +67,17 @@ class WorkflowConfig(_Strict):
     cache_dir: str = Field(".olivepress-cache", description="Where finished passes are cached.")
     clean_cache: bool = Field(False, description="Empty the cache before running.")
     log_severity_level: int = Field(1, ge=0, le=4, description="0 debug, 1 info, 2 warning, 3 error, 4 critical.")
-    search_strategy: Literal[False] | None = Field(
-        None, description="false (or absent): run each pass flow once."
+    search_strategy: Literal[False] | SearchStrategyConfig | None = Field(
+        None, description="false (or absent): run each pass flow once; else search pass options given as choices."
     )
+    evaluators: dict[str, EvaluatorConfig] = Field(default_factory=dict, description="Named evaluators: metrics with goals.")
+    evaluator: str | EvaluatorConfig | None = Field(
+        None, description="The evaluator (a name under evaluators, or inline) that measures the input and output models."
+    )
+    allow_user_code: bool = Field(False, description="Run Python the config names (user_script, custom metrics); same as --allow-user-code.")
     host: str | None = Field(None, description="Name of the system under `systems` that runs the passes.")
     target: str | None = Field(None, description="Name of the system under `systems` the model is optimised for.")
     execution_providers: list[str] | None = Field(None, description="Execution providers of the target.")
+    packaging_config: PackagingConfig | list[PackagingConfig] | None = Field(
+        None, description="Package the output at the end: Zipfile (an archive in the output folder) or MLflowModels (also registered)."
+    )

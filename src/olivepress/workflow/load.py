@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from olivepress.errors import OlivepressError, did_you_mean
+from olivepress.evaluate.config import EvaluatorConfig
 from olivepress.passes.base import PassConfig
 from olivepress.passes.registry import PassSpec, find_pass
 from olivepress.workflow.config import WorkflowConfig
 from olivepress.workflow.errors import explain
-from olivepress.workflow.normalize import normalize_workflow
+from olivepress.workflow.normalize import normalize_workflow, user_code_references
+from olivepress.workflow.search_config import Objective, SearchStrategyConfig
+from olivepress.workflow.search_space import split_options
+
+TYPE = "type"  # the search dimension that picks the pass itself
 
 
 @dataclass(frozen=True)
@@ -24,6 +29,15 @@ class PlannedPass:
     name: str
     spec: PassSpec
     config: PassConfig
+    options: dict[str, Any] = field(default_factory=dict)  # the fixed options, as written
+    choices: dict[str, list[Any]] = field(default_factory=dict)  # option -> values to search
+
+    def with_values(self, values: dict[str, Any]) -> PlannedPass:
+        """This pass with its searched options set to `values` (the others at their first choice)."""
+        chosen = {key: options[0] for key, options in self.choices.items()} | values
+        spec = find_pass(chosen.pop(TYPE)) if TYPE in chosen else self.spec
+        config = spec.module.Config.model_validate({**self.options, **chosen})
+        return replace(self, spec=spec, config=config)
 
 
 @dataclass(frozen=True)
@@ -32,6 +46,13 @@ class Workflow:
     flows: list[list[PlannedPass]]
     device: str
     execution_provider: str
+    evaluator: EvaluatorConfig | None = None
+    search: SearchStrategyConfig | None = None
+    objectives: list[Objective] = field(default_factory=list)
+
+    @property
+    def searches(self) -> bool:
+        return self.search is not None
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -60,35 +81,119 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def load_workflow(
-    source: str | Path | dict[str, Any] | WorkflowConfig, overrides: dict[str, Any] | None = None
+    source: str | Path | dict[str, Any] | WorkflowConfig,
+    overrides: dict[str, Any] | None = None,
+    *,
+    allow_user_code: bool = False,
 ) -> Workflow:
     """A checked Workflow from a config file path, a dict in either shape, or a WorkflowConfig.
 
-    `overrides` replace top-level keys of the flat form (e.g. output_dir from a CLI flag).
+    `overrides` replace top-level keys of the flat form (e.g. output_dir from a CLI flag). A
+    config that names Python to run is refused unless `allow_user_code` (or the config's own
+    allow_user_code) says yes.
     """
+    from olivepress.evaluate.user_code import require_permission
+
     if isinstance(source, WorkflowConfig):
         source = source.model_dump(exclude_unset=True)
     raw = read_config_file(Path(source)) if isinstance(source, str | Path) else source
+    flat = {**normalize_workflow(raw), **(overrides or {})}
+    # Before validation: the config's Python must not even be named to a validator unasked.
+    require_permission(user_code_references(flat), allow_user_code or flat.get("allow_user_code") is True)
     try:
-        config = WorkflowConfig.model_validate({**normalize_workflow(raw), **(overrides or {})})
+        config = WorkflowConfig.model_validate(flat)
     except ValidationError as exc:
         raise explain(exc, WorkflowConfig) from None
     device, provider = _target(config)
     planned = {name: _plan_pass(name, spec) for name, spec in config.passes.items()}
-    return Workflow(config=config, flows=_flows(config, planned), device=device, execution_provider=provider)
+    evaluator = _evaluator(config)
+    search = config.search_strategy or None
+    _check_search(config, planned, evaluator, search)
+    return Workflow(
+        config=config, flows=_flows(config, planned), device=device, execution_provider=provider,
+        evaluator=evaluator, search=search, objectives=_objectives(evaluator, search),
+    )
 
 
 def _plan_pass(name: str, raw: dict[str, Any]) -> PlannedPass:
     if "type" not in raw:
         raise OlivepressError(f"pass '{name}' has no 'type'; say which pass it is, e.g. \"type\": \"ModelBuilder\"")
-    spec = find_pass(str(raw["type"]))
-    options = {key: value for key, value in raw.items() if key != "type"}
+    # "type": ["RTN", "AWQ"] searches over passes: the other options must suit each of them.
+    types = raw["type"] if isinstance(raw["type"], list) else [raw["type"]]
+    if not types:
+        raise OlivepressError(f"passes.{name}.type lists no pass; name one, or several to search over")
+    specs = [find_pass(str(kind)) for kind in types]
+    where = f"passes.{name}"
+    planned = [
+        _plan_one(where if len(specs) == 1 else f"{where} ({spec.name})", name, spec, {k: v for k, v in raw.items() if k != "type"})
+        for spec in specs
+    ]
+    if len(specs) == 1:
+        return planned[0]
+    if len({tuple(p.choices) for p in planned}) > 1:
+        raise OlivepressError(f"passes.{name}: each pass type in the search must take the same searched options")
+    return replace(planned[0], choices={TYPE: [spec.name for spec in specs], **planned[0].choices})
+
+
+def _plan_one(where: str, name: str, spec: PassSpec, raw_options: dict[str, Any]) -> PlannedPass:
     config_cls: type[PassConfig] = spec.module.Config
+    options, choices = split_options(where, spec.name, config_cls, raw_options)
     try:
-        config = config_cls.model_validate(options)
+        config = config_cls.model_validate({**options, **{key: values[0] for key, values in choices.items()}})
+        for key, values in choices.items():  # every choice must be a value the option takes
+            for value in values[1:]:
+                config_cls.model_validate({**options, **{k: v[0] for k, v in choices.items()}, key: value})
     except ValidationError as exc:
-        raise explain(exc, config_cls, where=f"passes.{name}") from None
-    return PlannedPass(name=name, spec=spec, config=config)
+        raise explain(exc, config_cls, where=where) from None
+    return PlannedPass(name=name, spec=spec, config=config, options=options, choices=choices)
+
+
+def _evaluator(config: WorkflowConfig) -> EvaluatorConfig | None:
+    ref = config.evaluator
+    if ref is None or isinstance(ref, EvaluatorConfig):
+        return ref
+    if ref not in config.evaluators:
+        known = ", ".join(config.evaluators) or "none"
+        raise OlivepressError(f"evaluator '{ref}' is not defined under evaluators{did_you_mean(ref, config.evaluators)} (defined: {known})")
+    return config.evaluators[ref]
+
+
+def _check_search(
+    config: WorkflowConfig, planned: dict[str, PlannedPass], evaluator: EvaluatorConfig | None, search: SearchStrategyConfig | None
+) -> None:
+    searched = [(p.name, key, values) for p in planned.values() for key, values in p.choices.items()]
+    if searched and search is None:
+        name, key, values = searched[0]
+        raise OlivepressError(
+            f"passes.{name}.{key} lists choices {values} but search_strategy is {config.search_strategy}; "
+            "add a search_strategy to try them (and an evaluator to compare them), or give one value"
+        )
+    if search is not None and evaluator is None:
+        raise OlivepressError("search_strategy compares candidates, which needs an evaluator; add \"evaluator\" (metrics with goals)")
+
+
+def _objectives(evaluator: EvaluatorConfig | None, search: SearchStrategyConfig | None) -> list[Objective]:
+    """The search's objectives in priority order: those written, else sub-types with a priority."""
+    if evaluator is None or search is None:
+        return []
+    if search.objectives:
+        ranked = sorted(enumerate(search.objectives), key=lambda item: (item[1].priority or 10**6 + item[0]))
+        objectives = []
+        for _, objective in ranked:
+            metric, sub = evaluator.find(objective.metric)
+            higher = objective.higher_is_better if objective.higher_is_better is not None else metric.higher_is_better(sub)
+            objectives.append(Objective(metric=f"{metric.name}.{sub.name}", higher_is_better=higher))
+        return objectives
+    prioritised = sorted(
+        (sub.priority, f"{metric.name}.{sub.name}", metric.higher_is_better(sub))
+        for metric in evaluator.metrics for sub in metric.resolved_sub_types() if sub.priority is not None
+    )
+    if not prioritised:
+        raise OlivepressError(
+            "search_strategy has no objective: name one in search_strategy.objectives "
+            "(e.g. [\"speed.decode_tokens_per_s\"]) or give a metric sub-type a priority"
+        )
+    return [Objective(metric=name, higher_is_better=higher) for _, name, higher in prioritised]
 
 
 def _flows(config: WorkflowConfig, planned: dict[str, PlannedPass]) -> list[list[PlannedPass]]:

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel, ValidationError
+
 from olivepress.errors import OlivepressError
+from olivepress.evaluate.config import EvaluatorConfig
 from olivepress.workflow.config import SUPPORTED_SYSTEMS
+from olivepress.workflow.errors import explain
+from olivepress.workflow.search_config import SearchStrategyConfig
 
 MODEL_TYPE_ALIASES = {"PyTorchModel": "HfModel", "HuggingFaceModel": "HfModel", "ONNXModel": "OnnxModel"}
 
@@ -37,7 +42,104 @@ def normalize_workflow(raw: dict[str, Any]) -> dict[str, Any]:
         flat["passes"] = {name: _unwrap_config(spec) for name, spec in flat["passes"].items()}
     if isinstance(flat.get("data_configs"), list):
         flat["data_configs"] = [_data_config(item) for item in flat["data_configs"]]
+    if isinstance(flat.get("evaluators"), dict):
+        flat["evaluators"] = {name: _evaluator(spec) for name, spec in flat["evaluators"].items()}
+    if isinstance(flat.get("evaluator"), dict):
+        flat["evaluator"] = _checked(EvaluatorConfig, _evaluator(flat["evaluator"]), "evaluator")
+    if "search_strategy" in flat:
+        flat["search_strategy"] = _search_strategy(flat["search_strategy"])
+        if isinstance(flat["search_strategy"], dict):
+            flat["search_strategy"] = _checked(SearchStrategyConfig, flat["search_strategy"], "search_strategy")
     return flat
+
+
+def _checked(model: type[BaseModel], value: dict[str, Any], where: str) -> dict[str, Any]:
+    """Validate a section whose field is a union (false | {...}, a name | {...}) on its own, so an
+    error names the mistake in the mapping rather than the union's first member."""
+    try:
+        model.model_validate(value)
+    except ValidationError as exc:
+        raise explain(exc, model, where=where) from None
+    return value
+
+
+# Olive's names for metric options -> olivepress's.
+_METRIC_KEYS = {"warmup_num": "warmup_runs", "repeat_test_num": "timed_runs", "evaluate_func_kwargs": "func_kwargs",
+                "metric_func": "evaluate_func"}
+
+
+def _evaluator(spec: Any) -> Any:
+    spec = _unwrap_config(spec)
+    if not isinstance(spec, dict) or not isinstance(spec.get("metrics"), list):
+        return spec
+    return {**spec, "metrics": [_metric(metric) for metric in spec["metrics"]]}
+
+
+def _metric(spec: Any) -> Any:
+    """Olive's metric: options in user_config / metric_config beside name and type; flattened."""
+    if not isinstance(spec, dict):
+        return spec
+    flat = {key: value for key, value in spec.items() if key not in ("user_config", "metric_config")}
+    for section in ("user_config", "metric_config"):
+        inner = spec.get(section)
+        if isinstance(inner, dict):
+            for key, value in inner.items():
+                key = _METRIC_KEYS.get(key, key)
+                if key in flat and flat[key] != value:
+                    raise OlivepressError(f"metric '{spec.get('name')}': '{key}' is given twice with different values; keep one")
+                flat[key] = value
+    return {_METRIC_KEYS.get(key, key): value for key, value in flat.items()}
+
+
+_SAMPLER_ALIASES = {"exhaustive": "sequential", "grid": "sequential", "optuna": "tpe"}
+
+
+def _search_strategy(spec: Any) -> Any:
+    """true -> defaults; the older search_algorithm / search_algorithm_config spelling -> sampler / max_samples."""
+    if spec is True:
+        return {}
+    if not isinstance(spec, dict):
+        return spec
+    spec = dict(spec)
+    if "search_algorithm" in spec:
+        if "sampler" in spec:
+            raise OlivepressError("search_strategy gives both search_algorithm and sampler; keep sampler")
+        spec["sampler"] = spec.pop("search_algorithm")
+    config = spec.pop("search_algorithm_config", None)
+    if isinstance(config, dict):
+        config = dict(config)
+        for old, new in (("num_samples", "max_samples"), ("max_samples", "max_samples"), ("seed", "seed")):
+            if old in config:
+                spec.setdefault(new, config.pop(old))
+        if config:
+            raise OlivepressError(f"unknown key(s) in search_strategy.search_algorithm_config: {', '.join(sorted(config))}; known: num_samples, seed")
+    if isinstance(spec.get("sampler"), str):
+        spec["sampler"] = _SAMPLER_ALIASES.get(spec["sampler"].lower(), spec["sampler"].lower())
+    # Olive's stop_when_goals_met / output_model_num ask for what olivepress always does
+    # (keep the best that meets the goals); they are accepted and have no further effect.
+    spec.pop("stop_when_goals_met", None)
+    spec.pop("output_model_num", None)
+    return spec
+
+
+# Keys that name Python for olivepress to import and run.
+USER_CODE_KEYS = ("user_script", "script_dir", "evaluate_func", "dataloader_func", "metric_func", "post_process_func", "load_dataset_func")
+
+
+def user_code_references(raw: Any, where: str = "") -> list[str]:
+    """Every place the config names Python to run, as 'where=value' (e.g. 'evaluators.e.metrics.0.user_script=m.py')."""
+    found: list[str] = []
+    if isinstance(raw, dict):
+        for key, value in raw.items():
+            path = f"{where}.{key}" if where else str(key)
+            if key in USER_CODE_KEYS and value:
+                found.append(f"{path}={value}")
+            else:
+                found += user_code_references(value, path)
+    elif isinstance(raw, list):
+        for index, item in enumerate(raw):
+            found += user_code_references(item, f"{where}.{index}")
+    return found
 
 
 def _unwrap_config(spec: Any) -> Any:

@@ -1,0 +1,294 @@
+"""`olivepress serve` with two adapters on the embedded SmolLM2-135M-Instruct, under load.
+
+1. The model: the lab's output (`--model DIR` with `--adapter NAME=FILE`s), or one built here:
+   two LoRA adapters made with peft on the embedded model (random A, random B scaled down so
+   the answers differ from the base model's and from each other's), `auto-opt` int4 with the
+   first (served as `travel`), `convert-adapters` for the second (`support`).
+2. The server runs in its own process (with an API key); this process is the client:
+   - the official `openai` client gets answers for the base model and each adapter, streaming
+     and not; each greedy answer must equal `GenAIModel.generate` (what `olivepress generate`
+     prints) with that adapter;
+   - load: REQUESTS requests mixed across base and adapters, from CONCURRENCY client threads,
+     each answer checked against its greedy reference (so an adapter mix-up is a failure);
+     p50/p99 latency and aggregate generated tokens/s, against one client doing the same;
+   - bad input: malformed JSON, unknown model id, negative max_tokens, oversized prompt,
+     missing and wrong API key -> 4xx with an OpenAI error body, and the server still answers.
+3. register -> pull -> serve models:/NAME/1 on a fresh registry (a temporary OLIVEPRESS_HOME).
+
+    python benchmarks/serve.py                       # about 5 minutes on 2 cores
+    python benchmarks/serve.py --requests 200 --concurrency 8 --max_tokens 32
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import print_table, write_result  # noqa: E402
+
+KEY = "bench-key"
+PROMPTS = [
+    "What is the best thing to see in Chicago?",
+    "What should I pack for a week in Iceland in winter?",
+    "How do I get from the airport to the city centre in Tokyo?",
+    "My order has not arrived yet. What can I do?",
+    "Give me three tips for travelling light.",
+]
+
+
+def _httpx():
+    try:  # the HTTP client openai brings: httpx2 in its newer releases, httpx before
+        import httpx2
+        return httpx2
+    except ImportError:
+        import httpx
+        return httpx
+
+
+def olivepress(*args: str, env: dict[str, str] | None = None) -> None:
+    done = subprocess.run([sys.executable, "-m", "olivepress", *args], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    if done.returncode != 0:
+        raise SystemExit(f"olivepress {args[0]} failed:\n{done.stderr[-3000:]}")
+
+
+def make_adapter(base: Path, out: Path, seed: int, scale: float) -> Path:
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.mul_(scale)
+    model.save_pretrained(out)
+    return out
+
+
+def build(work: Path) -> tuple[Path, dict[str, Path]]:
+    from olivepress.models.default import embedded_model_folder
+
+    out = work / "onnx-ao"
+    if not (out / "model" / "genai_config.json").is_file():
+        base = embedded_model_folder()
+        travel = make_adapter(base, work / "travel-peft", seed=1, scale=0.5)
+        olivepress("auto-opt", "-m", "default", "--adapter_path", str(travel), "--adapter_name", "travel",
+                   "--use_ort_genai", "--precision", "int4", "--device", "cpu", "--provider", "CPUExecutionProvider",
+                   "-o", str(out), "--cache_dir", str(work / "cache"))
+    support = work / "support.onnx_adapter"
+    if not support.is_file():
+        from olivepress.models.default import embedded_model_folder
+
+        peft = make_adapter(embedded_model_folder(), work / "support-peft", seed=2, scale=0.5)
+        olivepress("convert-adapters", "--adapter_path", str(peft), "-m", str(out), "-o", str(support))
+    return out, {"support": support}
+
+
+class ServerProcess:
+    def __init__(self, model: str, adapters: dict[str, Path], env: dict[str, str] | None = None, parallel: int = 8):
+        args = ["serve", "-m", model, "--port", "0", "--api_key", KEY, "--parallel", str(parallel),
+                "--served_model_name", "smollm2"]
+        for name, file in adapters.items():
+            args += ["--adapter", f"{name}={file}"]
+        self.process = subprocess.Popen([sys.executable, "-m", "olivepress", *args], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        lines: list[str] = []
+        while not lines or "Serving" not in lines[-1]:
+            lines.append(self.process.stderr.readline())
+            if not lines[-1]:
+                raise SystemExit("server did not start:\n" + "".join(lines))
+        self.url = lines[-1].split(" on ")[1].split()[0]  # .../v1
+
+    def stop(self) -> int:
+        self.process.terminate()
+        return self.process.wait(timeout=120)
+
+
+def references(model_dir: Path, adapters: dict[str, Path], jobs: list[tuple[str, str]], max_tokens: int) -> dict:
+    from olivepress.runtime.generate import BASE, GenAIModel, SearchOptions
+
+    model = GenAIModel(model_dir, adapters=adapters)
+    options = SearchOptions(max_new_tokens=max_tokens)
+    return {(model_id, prompt): model.generate(prompt, options, adapter=BASE if model_id == "smollm2" else model_id).text
+            for model_id, prompt in sorted(set(jobs))}
+
+
+def client_checks(url: str, refs: dict, model_ids: list[str], max_tokens: int) -> list[list]:
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key=KEY, max_retries=0, timeout=120)
+    listed = [m.id for m in client.models.list()]
+    assert listed[0] == "smollm2" and set(model_ids) <= set(listed), listed
+    rows = []
+    prompt = PROMPTS[0]
+    for model_id in model_ids:
+        messages = [{"role": "user", "content": prompt}]
+        plain = client.chat.completions.create(model=model_id, messages=messages, max_tokens=max_tokens, temperature=0)
+        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
+            model=model_id, messages=messages, max_tokens=max_tokens, temperature=0, stream=True) if chunk.choices)
+        text = plain.choices[0].message.content
+        rows.append([model_id, text == refs[(model_id, prompt)], streamed == text, text[:60].replace("\n", " ")])
+    answers = {row[3] for row in rows}
+    assert len(answers) == len(rows), "the adapters do not change the answer; the mix-up check would see nothing"
+    return rows
+
+
+def load(url: str, jobs: list[tuple[str, str]], refs: dict, concurrency: int, max_tokens: int, deadline_s: float) -> dict:
+    httpx = _httpx()
+
+    started = time.perf_counter()
+
+    def one(job: tuple[str, str]) -> tuple[float, int, str]:
+        model_id, prompt = job
+        if time.perf_counter() - started > deadline_s:
+            return 0.0, 0, "deadline"
+        sent = time.perf_counter()
+        try:
+            response = httpx.post(f"{url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=120, json={
+                "model": model_id, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0})
+        except httpx.HTTPError as exc:
+            return time.perf_counter() - sent, 0, f"error: {exc}"
+        latency = time.perf_counter() - sent
+        if response.status_code != 200:
+            return latency, 0, f"HTTP {response.status_code}"
+        body = response.json()
+        ok = body["choices"][0]["message"]["content"] == refs[job]
+        return latency, body["usage"]["completion_tokens"], "ok" if ok else "mix-up"
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        results = list(pool.map(one, jobs))
+    wall = time.perf_counter() - started
+    latencies = sorted(r[0] for r in results if r[2] == "ok")
+    outcomes = [r[2] for r in results]
+    return {
+        "concurrency": concurrency, "requests": len(jobs), "ok": outcomes.count("ok"),
+        "failed": sum(o not in ("ok", "mix-up") for o in outcomes), "mix_ups": outcomes.count("mix-up"),
+        "wall_s": wall, "tokens": sum(r[1] for r in results), "tokens_per_s": sum(r[1] for r in results) / wall,
+        "p50_s": statistics.median(latencies) if latencies else None,
+        "p99_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
+    }
+
+
+def bad_input(url: str) -> list[list]:
+    httpx = _httpx()
+
+    auth = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    good = {"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    cases = [
+        ("malformed JSON", '{"model": "smollm2", "messages": [', auth),
+        ("unknown model id", json.dumps({**good, "model": "ft-for-nothing"}), auth),
+        ("negative max_tokens", json.dumps({**good, "max_tokens": -3}), auth),
+        ("oversized prompt", json.dumps({**good, "messages": [{"role": "user", "content": "Rome " * 20000}]}), auth),
+        ("missing API key", json.dumps(good), {"content-type": "application/json"}),
+        ("wrong API key", json.dumps(good), {"Authorization": "Bearer nope", "content-type": "application/json"}),
+    ]
+    rows = []
+    for name, body, headers in cases:
+        response = httpx.post(f"{url}/chat/completions", content=body, headers=headers, timeout=120)
+        error = response.json().get("error", {})
+        still = httpx.post(f"{url}/chat/completions", json=good, headers=auth, timeout=120).status_code
+        rows.append([name, response.status_code, error.get("code"), bool(error.get("message")), still])
+    return rows
+
+
+def round_trip(model_dir: Path, refs: dict, max_tokens: int, work: Path) -> list[list]:
+    import openai
+
+    home = Path(tempfile.mkdtemp(prefix="olivepress-home-", dir=work))
+    env = {"OLIVEPRESS_HOME": str(home)}
+    rows = []
+    started = time.perf_counter()
+    olivepress("register", "--name", "ft-for-travel", "--version", "1", "--path", str(model_dir), env=env)
+    rows.append(["register", time.perf_counter() - started, "models:/ft-for-travel/1"])
+    started = time.perf_counter()
+    olivepress("pull", "models:/ft-for-travel/1", "-o", str(work / "pulled"), env=env)
+    rows.append(["pull", time.perf_counter() - started, str(work / "pulled")])
+    started = time.perf_counter()
+    server = ServerProcess("models:/ft-for-travel/1", {}, env=env)
+    try:
+        client = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0, timeout=120)
+        prompt = PROMPTS[0]
+        text = client.chat.completions.create(model="travel", messages=[{"role": "user", "content": prompt}],
+                                              max_tokens=max_tokens, temperature=0).choices[0].message.content
+        rows.append(["serve models:/ft-for-travel/1", time.perf_counter() - started,
+                     f"travel answer matches generate: {text == refs[('travel', prompt)]}"])
+    finally:
+        server.stop()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="An existing output folder (else one is built from the embedded model).")
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=FILE", help="Extra adapters for --model.")
+    parser.add_argument("--work_dir", default=str(Path(tempfile.gettempdir()) / "olivepress-bench-serve"))
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--single_requests", type=int, default=40, help="Requests for the one-client baseline.")
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--max_tokens", type=int, default=32)
+    parser.add_argument("--deadline_s", type=float, default=300, help="Requests not started by then count as failed.")
+    args = parser.parse_args()
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    if args.model:
+        model_dir = Path(args.model)
+        adapters = {name: Path(file) for name, file in (pair.split("=", 1) for pair in args.adapter)}
+    else:
+        model_dir, adapters = build(work)
+    from olivepress.runtime.generate import GenAIModel
+
+    model_ids = ["smollm2", *GenAIModel(model_dir, adapters=adapters).adapter_names]
+    jobs = [(model_ids[i % len(model_ids)], PROMPTS[(i // len(model_ids)) % len(PROMPTS)]) for i in range(args.requests)]
+    single_jobs = jobs[: args.single_requests]
+    refs = references(model_dir, adapters, jobs, args.max_tokens)
+    # A mix-up shows only where the models' answers differ: count the prompts where they all do.
+    distinct = sum(len({refs[(m, p)] for m in model_ids}) == len(model_ids) for p in {p for _, p in jobs})
+
+    server = ServerProcess(str(model_dir), adapters, parallel=args.concurrency)
+    try:
+        checks = client_checks(server.url, refs, model_ids, args.max_tokens)
+        single = load(server.url, single_jobs, refs, 1, args.max_tokens, args.deadline_s)
+        loaded = load(server.url, jobs, refs, args.concurrency, args.max_tokens, args.deadline_s)
+        errors = bad_input(server.url)
+    finally:
+        exit_code = server.stop()
+    trip = round_trip(model_dir, refs, args.max_tokens, work)
+
+    print_table("openai client, greedy", ["model", "= generate", "stream = plain", "answer"], checks)
+    header = ["clients", "requests", "ok", "failed", "mix-ups", "p50 s", "p99 s", "tokens/s"]
+    print_table(f"load ({args.max_tokens} new tokens per request)", header, [
+        [r["concurrency"], r["requests"], r["ok"], r["failed"], r["mix_ups"], r["p50_s"], r["p99_s"], r["tokens_per_s"]]
+        for r in (single, loaded)])
+    speedup = loaded["tokens_per_s"] / single["tokens_per_s"]
+    print(f"aggregate tokens/s at {args.concurrency} clients: {speedup:.2f}x one client")
+    print(f"prompts whose {len(model_ids)} greedy answers all differ (a mix-up would show): {distinct} of {len(set(PROMPTS))}")
+    print_table("bad input", ["case", "status", "code", "message", "next request"], errors)
+    print_table("register -> pull -> serve (fresh registry)", ["step", "s", "result"], trip)
+    print(f"server exit after SIGTERM: {exit_code}")
+    write_result("serve", {
+        "model": str(model_dir), "models": model_ids, "max_tokens": args.max_tokens, "client_checks": checks,
+        "single": single, "loaded": loaded, "speedup": speedup, "prompts_telling_models_apart": distinct, "bad_input": errors, "round_trip": trip,
+    })
+    failures = [row for row in checks if not (row[1] and row[2])]
+    failures += [row for row in errors if not (400 <= row[1] < 500 and row[3] and row[4] == 200)]
+    if failures or loaded["failed"] or loaded["mix_ups"] or single["mix_ups"] or "False" in trip[-1][2]:
+        raise SystemExit(f"checks failed: {failures or 'see the tables'}")
+    if speedup < 1.5:
+        print(f"note: {speedup:.2f}x is under the 1.5x target")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Sharing models: package archives (package.py) and an MLflow model registry (registry.py)."""
