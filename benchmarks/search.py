@@ -2,8 +2,8 @@
 objective decode speed; then the same run again (every pass cached), latency measured twice,
 and the one-line errors for configs that cannot search.
 
-Config: ModelBuilder int4 on SmolLM2-135M-Instruct with int4_block_size in {32, 64, 128} and
-int4_accuracy_level in {0, 4} (6 candidates), goal "perplexity at most 10% worse than the
+Config: ModelBuilder int4 on SmolLM2-135M-Instruct with int4_block_size in {32, 64, 128},
+int4_accuracy_level in {0, 4} and quantize_embeddings in {true, false} (12 candidates), goal "perplexity at most 10% worse than the
 input model" and objective "decode tokens/s, higher is better".
 
     OMP_NUM_THREADS=2 python benchmarks/search.py
@@ -43,7 +43,8 @@ EVALUATOR = {"metrics": [
 CONFIG = {
     "input_model": {"type": "PyTorchModel", "config": {"hf_config": {"model_name": "default", "task": "text-generation"}}},
     "passes": {"builder": {"type": "ModelBuilder", "config": {
-        "precision": "int4", "int4_block_size": [32, 64, 128], "int4_accuracy_level": [0, 4]}}},
+        "precision": "int4", "int4_block_size": [32, 64, 128], "int4_accuracy_level": [0, 4],
+        "quantize_embeddings": [True, False]}}},
     "evaluators": {"common": EVALUATOR},
     "engine": {"evaluator": "common", "search_strategy": {"execution_order": "joint", "sampler": "sequential"},
                "cache_dir": str(WORK / "cache"), "output_dir": str(WORK / "out")},

@@ -194,3 +194,22 @@ def test_quantized_base_with_an_adapter_keeps_its_integers_and_matches_peft(tmp_
     assert effect > 5 * variants["default"]["mean_abs_diff"], (effect, variants)
     tensors = read_adapter_file(out / "model" / "adapter_weights.onnx_adapter")
     assert any(name.endswith("q_proj.lora_B.MatMul.weight") for name in tensors)
+
+
+def test_quantize_embeddings_false_keeps_the_tied_embedding_and_lm_head_float(tmp_path, tiny_llama_dir):
+    import onnx
+
+    from olivepress.api import run
+
+    def ops(quantize_embeddings: bool) -> dict[str, str]:
+        out = tmp_path / f"q{quantize_embeddings}"
+        run({"input_model": {"model_path": str(tiny_llama_dir)},
+             "passes": {"mb": {"type": "ModelBuilder", "precision": "int4", "quantize_embeddings": quantize_embeddings}},
+             "output_dir": str(out), "cache_dir": str(tmp_path / "cache")}, summary=False, log_level=3)
+        graph = onnx.load(out / "model" / "model.onnx", load_external_data=False).graph
+        return {n.name: n.op_type for n in graph.node if n.name.startswith(("/model/embed_tokens", "/lm_head"))}
+
+    assert "MatMulNBits" in ops(True).values()  # the builder's default: the tied pair in int4
+    kept = ops(False)
+    assert not {"MatMulNBits", "GatherBlockQuantized"} & set(kept.values()), kept
+    assert kept["/lm_head/MatMul"] == "MatMul" and kept["/model/embed_tokens/Gather"] == "Gather"

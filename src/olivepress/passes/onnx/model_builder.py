@@ -49,6 +49,14 @@ class Config(PassConfig):
         None, description="MatMulNBits compute precision: 1 fp32, 2 fp16, 3 bf16, 4 int8 (builder default 4 on CPU)."
     )
     shared_embeddings: bool | None = Field(None, description="Share the embedding and LM-head weights (tied models).")
+    quantize_embeddings: bool = Field(
+        True,
+        description=(
+            "Let the builder quantize the token embedding and lm_head too (its default, RTN). False keeps them "
+            "float: more exact (an AWQ/GPTQ checkpoint leaves them float, and this keeps its model exactly), "
+            "larger and slower to decode."
+        ),
+    )
     extra_options: dict[str, Any] = Field(default_factory=dict, description="Further builder extra_options, passed as they are.")
 
 
@@ -117,6 +125,9 @@ def _extra_options(model: HfModel, config: Config) -> dict[str, Any]:
         options["shared_embeddings"] = config.shared_embeddings
     if config.metadata_only:
         options["config_only"] = True
+    excluded: list[str] = []
+    if not config.quantize_embeddings and config.precision in ("int4", "int8"):
+        excluded += ["/model/embed_tokens/Gather", "/lm_head/MatMul"]
     if _adapter_added_after_build(model):
         # Built without the adapter (lora_graph adds it afterwards), with q/k/v left unfused
         # so that each has an output of its own to add a LoRA path to.
@@ -126,7 +137,9 @@ def _extra_options(model: HfModel, config: Config) -> dict[str, Any]:
         # LoRA weights stay float (they are lifted into an .onnx_adapter later); only the base
         # weights are quantised.
         if config.precision in ("int4", "int8"):
-            options["nodes_to_exclude"] = ",".join(_lora_nodes(model))
+            excluded += _lora_nodes(model)
+    if excluded:
+        options["nodes_to_exclude"] = ",".join(excluded)
     options.update(config.extra_options)
     return {key: _option_text(value) for key, value in options.items()}
 
