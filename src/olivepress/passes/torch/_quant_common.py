@@ -513,6 +513,39 @@ def write_checkpoint(
     )
 
 
+def run_calibrated(
+    model: HfModel,
+    config: QuantPassConfig,
+    out_dir: Path,
+    ctx: PassContext,
+    *,
+    algorithm: str,
+    layouts: tuple[str, ...],
+    quantize_layer: LayerQuantizer,
+    quantize_head: HeadQuantizer,
+    meta: dict[str, Any],
+    **checkpoint_options: Any,
+) -> HfModel:
+    """The run of a calibrated quantizer (AWQ, GPTQ): load, plan, calibrate, quantize layer by
+    layer on the free cores, write the checkpoint. `meta` goes into quantization_config.meta,
+    after the calibration settings."""
+    start = time.perf_counter()
+    lm, tokenizer = load_float_model(model, algorithm)
+    plan = plan_quantization(lm, config, layouts=layouts)
+    describe_plan(plan, ctx.log, algorithm)
+    tokens = calibration_tokens(tokenizer, config, ctx)
+    ctx.log.info("%s: %d calibration samples x %d tokens", algorithm, tokens.shape[0], tokens.shape[1])
+    with compute_threads(config.num_threads, ctx.log):
+        quantized = quantize_layer_by_layer(
+            lm, tokens, plan, quantize_layer, quantize_head, batch_size=config.batch_size, log=ctx.log, name=algorithm,
+        )
+    meta = {"num_calib_samples": tokens.shape[0], "calib_seq_len": tokens.shape[1], "seed": config.seed, **meta}
+    handle = write_checkpoint(lm, quantized, model, out_dir, plan, config, algorithm=algorithm.lower(), meta=meta,
+                              **checkpoint_options)
+    ctx.log.info("%s: done in %.1f s -> %s", algorithm, time.perf_counter() - start, out_dir)
+    return handle
+
+
 def describe_plan(plan: QuantPlan, log: Any, algorithm: str) -> None:
     counts: dict[Grid, int] = {}
     for grid in plan.grids.values():

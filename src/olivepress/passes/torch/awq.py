@@ -27,7 +27,6 @@ The search is vectorised over rows and groups; costs are a few matrix products p
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,14 +39,8 @@ from olivepress.passes.base import PassContext
 from olivepress.passes.torch._quant_common import (
     LayerInputs,
     QuantPassConfig,
-    calibration_tokens,
-    compute_threads,
-    describe_plan,
     final_norm,
-    load_float_model,
-    plan_quantization,
-    quantize_layer_by_layer,
-    write_checkpoint,
+    run_calibrated,
 )
 from olivepress.quant.clip import CLIP_GRID, MAX_SHRINK, clip_weight, group_gram, search_clip
 from olivepress.quant.grid import Grid, QuantizedWeight, fake_quantize, grouped_columns, quantize_weight
@@ -230,19 +223,8 @@ def make_head_quantizer(config: Config):
 
 
 def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfModel:
-    start = time.perf_counter()
-    lm, tokenizer = load_float_model(model, "AWQ")
-    plan = plan_quantization(lm, config, layouts=("awq", "gptq"))
-    describe_plan(plan, ctx.log, "AWQ")
-    tokens = calibration_tokens(tokenizer, config, ctx)
-    ctx.log.info("AWQ: %d calibration samples x %d tokens", tokens.shape[0], tokens.shape[1])
-    with compute_threads(config.num_threads, ctx.log):
-        quantized = quantize_layer_by_layer(
-            lm, tokens, plan, make_layer_quantizer(config), make_head_quantizer(config),
-            batch_size=config.batch_size, log=ctx.log, name="AWQ",
-        )
-    meta = {"n_grid": config.n_grid, "clip": config.clip, "num_calib_samples": tokens.shape[0],
-            "calib_seq_len": tokens.shape[1], "seed": config.seed}
-    handle = write_checkpoint(lm, quantized, model, out_dir, plan, config, algorithm="awq", meta=meta)
-    ctx.log.info("AWQ: done in %.1f s -> %s", time.perf_counter() - start, out_dir)
-    return handle
+    return run_calibrated(
+        model, config, out_dir, ctx, algorithm="AWQ", layouts=("awq", "gptq"),
+        quantize_layer=make_layer_quantizer(config), quantize_head=make_head_quantizer(config),
+        meta={"n_grid": config.n_grid, "clip": config.clip},
+    )

@@ -28,7 +28,6 @@ the reference's 128 x 2048):
 
 from __future__ import annotations
 
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -42,13 +41,7 @@ from olivepress.passes.base import PassContext
 from olivepress.passes.torch._quant_common import (
     LayerInputs,
     QuantPassConfig,
-    calibration_tokens,
-    compute_threads,
-    describe_plan,
-    load_float_model,
-    plan_quantization,
-    quantize_layer_by_layer,
-    write_checkpoint,
+    run_calibrated,
 )
 from olivepress.quant.clip import clip_weight, search_clip
 from olivepress.quant.grid import Grid, QuantizedWeight, params_from_range
@@ -203,25 +196,14 @@ def make_head_quantizer(config: Config):
 
 
 def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfModel:
-    start = time.perf_counter()
-    lm, tokenizer = load_float_model(model, "GPTQ")
-    plan = plan_quantization(lm, config, layouts=("gptq",))
-    describe_plan(plan, ctx.log, "GPTQ")
     if config.desc_act:
         ctx.log.warning(
             "GPTQ: desc_act writes a non-monotone g_idx; the ORT GenAI model builder passes it to MatMulNBits, "
             "whose CPU kernel does not reproduce these weights exactly (check the exported model's quality)"
         )
-    tokens = calibration_tokens(tokenizer, config, ctx)
-    ctx.log.info("GPTQ: %d calibration samples x %d tokens", tokens.shape[0], tokens.shape[1])
-    with compute_threads(config.num_threads, ctx.log):
-        quantized = quantize_layer_by_layer(
-            lm, tokens, plan, make_layer_quantizer(config), make_head_quantizer(config),
-            batch_size=config.batch_size, log=ctx.log, name="GPTQ",
-        )
-    meta = {"num_calib_samples": tokens.shape[0], "calib_seq_len": tokens.shape[1], "seed": config.seed,
-            "block_size": config.block_size, "diag_damp": config.diag_damp, "clip": config.clip}
-    handle = write_checkpoint(lm, quantized, model, out_dir, plan, config, algorithm="gptq", meta=meta,
-                              desc_act=config.desc_act, damp_percent=config.damp_percent)
-    ctx.log.info("GPTQ: done in %.1f s -> %s", time.perf_counter() - start, out_dir)
-    return handle
+    return run_calibrated(
+        model, config, out_dir, ctx, algorithm="GPTQ", layouts=("gptq",),
+        quantize_layer=make_layer_quantizer(config), quantize_head=make_head_quantizer(config),
+        meta={"block_size": config.block_size, "diag_damp": config.diag_damp, "clip": config.clip},
+        desc_act=config.desc_act, damp_percent=config.damp_percent,
+    )
