@@ -61,3 +61,13 @@ class LowRankConfig(AdapterPassConfig):
 
     lora_r: int = Field(16, ge=1, description="Rank of the update (also 'r').")
     lora_alpha: float = Field(32, gt=0, description="Scale: the update is multiplied by lora_alpha / lora_r (also 'alpha').")
+
+
+class LycorisConfig(LowRankConfig):
+    """The LyCORIS methods' options (LoHa, LoKr): a smaller default rank, and dropout per rank
+    and per whole adapted layer instead of on the adapter's input."""
+
+    lora_r: int = Field(8, ge=1, description="Rank of the update's low-rank factors (also 'r').")
+    lora_alpha: float = Field(16, gt=0, description="Scale: the update is multiplied by lora_alpha / lora_r (also 'alpha').")
+    rank_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on each rank of the update, in training.")
+    module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of switching a whole adapted layer off in a step.")

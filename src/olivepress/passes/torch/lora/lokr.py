@@ -9,20 +9,16 @@ from pydantic import Field
 
 from olivepress.models.handles import HfModel
 from olivepress.passes.base import PassContext
-from olivepress.passes.torch.lora.config import LowRankConfig
+from olivepress.passes.torch.lora.config import LycorisConfig
 from olivepress.passes.torch.lora.train_adapter import Method, train_adapter
 
 VERSION = 1
 ACCEPTS = ("hf",)
 
 
-class Config(LowRankConfig):
+class Config(LycorisConfig):
     """LoKr options: rank and alpha (as LoRA's), dropouts, and how the weight is factored."""
 
-    lora_r: int = Field(8, ge=1, description="Rank of the low-rank Kronecker factor (also 'r').")
-    lora_alpha: float = Field(16, gt=0, description="Scale: the update is multiplied by lora_alpha / lora_r (also 'alpha').")
-    rank_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on each rank of the update, in training.")
-    module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of switching a whole adapted layer off in a step.")
     decompose_factor: int = Field(-1, description="Size of the small Kronecker factor; -1: as square as the shape allows.")
 
 
