@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import print_table, write_result  # noqa: E402
 
 KEY = "bench-key"
+EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "olivepress" / "data" / "examples" / "travel_qa.jsonl"
 PROMPTS = [
     "What is the best thing to see in Chicago?",
     "What should I pack for a week in Iceland in winter?",
@@ -43,6 +44,15 @@ PROMPTS = [
     "My order has not arrived yet. What can I do?",
     "Give me three tips for travelling light.",
 ]
+
+
+def load_prompts(count: int) -> list[str]:
+    """PROMPTS, then the questions of the travel Q&A olivepress ships, `count` in all: distinct
+    prompts, so that what the server can reuse between requests is what real traffic shares
+    (the chat template and its system prompt), not whole repeated prompts."""
+    lines = EXAMPLES.read_text(encoding="utf-8").splitlines()
+    shipped = [json.loads(line)["prompt"] for line in lines if line.strip()]
+    return list(dict.fromkeys([*PROMPTS, *shipped]))[:count]
 
 
 def _httpx():
@@ -97,9 +107,10 @@ def build(work: Path) -> tuple[Path, dict[str, Path]]:
 
 
 class ServerProcess:
-    def __init__(self, model: str, adapters: dict[str, Path], env: dict[str, str] | None = None, parallel: int = 8):
+    def __init__(self, model: str, adapters: dict[str, Path], env: dict[str, str] | None = None, parallel: int = 8,
+                 batching: bool = True):
         args = ["serve", "-m", model, "--port", "0", "--api_key", KEY, "--parallel", str(parallel),
-                "--served_model_name", "smollm2"]
+                "--served_model_name", "smollm2", *([] if batching else ["--no_batching"])]
         for name, file in adapters.items():
             args += ["--adapter", f"{name}={file}"]
         self.process = subprocess.Popen([sys.executable, "-m", "olivepress", *args], stdout=subprocess.DEVNULL,
@@ -145,7 +156,46 @@ def client_checks(url: str, refs: dict, model_ids: list[str], max_tokens: int) -
     return rows
 
 
-def load(url: str, jobs: list[tuple[str, str]], refs: dict, concurrency: int, max_tokens: int, deadline_s: float) -> dict:
+class Judge:
+    """Which model an answer follows: teacher-forced under each model (one request alone), the
+    largest gap between the logit of the answer's token and the model's top logit. An answer
+    its own model wrote greedily has gap 0 under that model.
+
+    Batched rows round a little differently from one row alone, so where two tokens are all
+    but tied a batched answer can leave its batch-1 reference and go on greedily from there:
+    not equal to the reference, but within a small gap of its own model's choices at every
+    token. A mix-up follows another model's choices, which its own model would not make."""
+
+    def __init__(self, model_dir: Path, adapters: dict[str, Path], model_ids: list[str]):
+        from olivepress.runtime.generate import BASE, GenAIModel
+
+        self.model = GenAIModel(model_dir, adapters=adapters)
+        self.adapters = {model_id: BASE if model_id == model_ids[0] else model_id for model_id in model_ids}
+
+    def gap(self, model_id: str, prompt: str, answer: str) -> float:
+        import numpy as np
+        import onnxruntime_genai as og
+
+        model = self.model
+        prompt_ids = [int(t) for t in model.tokenizer.encode(model.format_prompt(prompt))]
+        answer_ids = [int(t) for t in model.tokenizer.encode(answer)]
+        if not answer_ids:
+            return 0.0
+        params = og.GeneratorParams(model.model)
+        params.set_search_options(max_length=len(prompt_ids) + len(answer_ids) + 1)
+        generator = model._generator(params, self.adapters[model_id])
+        generator.append_tokens(prompt_ids + answer_ids)
+        logits = np.array(generator.get_output("logits")).reshape(-1, model.vocab_size)[len(prompt_ids) - 1 : -1]
+        return float((logits.max(axis=-1) - logits[np.arange(len(answer_ids)), answer_ids]).max())
+
+    def own_gap(self, model_id: str, prompt: str, answer: str) -> float | None:
+        """The answer's gap under its own model, or None when another model's is smaller (a mix-up)."""
+        gaps = {other: self.gap(other, prompt, answer) for other in self.adapters}
+        return gaps[model_id] if gaps[model_id] <= min(gaps.values()) else None
+
+
+def load(url: str, jobs: list[tuple[str, str]], refs: dict, concurrency: int, max_tokens: int, deadline_s: float,
+         judge: Judge) -> dict:
     httpx = _httpx()
 
     started = time.perf_counter()
@@ -164,16 +214,28 @@ def load(url: str, jobs: list[tuple[str, str]], refs: dict, concurrency: int, ma
         if response.status_code != 200:
             return latency, 0, f"HTTP {response.status_code}"
         body = response.json()
-        ok = body["choices"][0]["message"]["content"] == refs[job]
-        return latency, body["usage"]["completion_tokens"], "ok" if ok else "mix-up"
+        return latency, body["usage"]["completion_tokens"], body["choices"][0]["message"]["content"]
 
     with ThreadPoolExecutor(concurrency) as pool:
-        results = list(pool.map(one, jobs))
+        answered = list(pool.map(one, jobs))
     wall = time.perf_counter() - started
+    results = []  # (latency, tokens, outcome): judged after the clock stopped
+    exact, mix_ups, gaps = 0, [], []
+    for job, (latency, tokens, text) in zip(jobs, answered, strict=True):
+        if tokens == 0 and (text == "deadline" or text.startswith(("error:", "HTTP "))):
+            results.append((latency, tokens, text))
+            continue
+        exact += text == refs[job]
+        gap = 0.0 if text == refs[job] else judge.own_gap(*job, text)
+        results.append((latency, tokens, "mix-up" if gap is None else "ok"))
+        if gap is None:
+            mix_ups.append({"model": job[0], "prompt": job[1], "answer": text, "reference": refs[job]})
+        elif text != refs[job]:
+            gaps.append(gap)
     latencies = sorted(r[0] for r in results if r[2] == "ok")
     outcomes = [r[2] for r in results]
     return {
-        "concurrency": concurrency, "requests": len(jobs), "ok": outcomes.count("ok"),
+        "concurrency": concurrency, "requests": len(jobs), "ok": outcomes.count("ok"), "exact": exact, "own_gaps": sorted(gaps), "mix_up_answers": mix_ups,
         "failed": sum(o not in ("ok", "mix-up") for o in outcomes), "mix_ups": outcomes.count("mix-up"),
         "wall_s": wall, "tokens": sum(r[1] for r in results), "tokens_per_s": sum(r[1] for r in results) / wall,
         "p50_s": statistics.median(latencies) if latencies else None,
@@ -237,7 +299,9 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--single_requests", type=int, default=40, help="Requests for the one-client baseline.")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--prompts", type=int, default=67, help="Distinct prompts the requests cycle through.")
     parser.add_argument("--max_tokens", type=int, default=32)
+    parser.add_argument("--no_batching", action="store_true", help="Serve with one generator per request.")
     parser.add_argument("--deadline_s", type=float, default=300, help="Requests not started by then count as failed.")
     args = parser.parse_args()
 
@@ -251,39 +315,59 @@ def main() -> None:
     from olivepress.runtime.generate import GenAIModel
 
     model_ids = ["smollm2", *GenAIModel(model_dir, adapters=adapters).adapter_names]
-    jobs = [(model_ids[i % len(model_ids)], PROMPTS[(i // len(model_ids)) % len(PROMPTS)]) for i in range(args.requests)]
+    prompts = load_prompts(args.prompts)
+    jobs = [(model_ids[i % len(model_ids)], prompts[(i // len(model_ids)) % len(prompts)]) for i in range(args.requests)]
     single_jobs = jobs[: args.single_requests]
-    refs = references(model_dir, adapters, jobs, args.max_tokens)
+    # Every model's reference for every prompt asked: where they all differ, a mix-up would show.
+    refs = references(model_dir, adapters, [(m, p) for m in model_ids for _, p in jobs], args.max_tokens)
     # A mix-up shows only where the models' answers differ: count the prompts where they all do.
     distinct = sum(len({refs[(m, p)] for m in model_ids}) == len(model_ids) for p in {p for _, p in jobs})
 
-    server = ServerProcess(str(model_dir), adapters, parallel=args.concurrency)
+    judge = Judge(model_dir, adapters, model_ids)
+    # The judge must catch a mix-up: another model's reference, given as this model's answer.
+    swapped = [(m, p, o) for p in dict.fromkeys(p for _, p in jobs) for m in model_ids for o in model_ids
+               if o != m and refs[(o, p)] != refs[(m, p)]][:60]
+    caught = sum(judge.own_gap(m, p, refs[(o, p)]) is None for m, p, o in swapped)
+    server = ServerProcess(str(model_dir), adapters, parallel=args.concurrency, batching=not args.no_batching)
     try:
         checks = client_checks(server.url, refs, model_ids, args.max_tokens)
-        single = load(server.url, single_jobs, refs, 1, args.max_tokens, args.deadline_s)
-        loaded = load(server.url, jobs, refs, args.concurrency, args.max_tokens, args.deadline_s)
+        single = load(server.url, single_jobs, refs, 1, args.max_tokens, args.deadline_s, judge)
+        loaded = load(server.url, jobs, refs, args.concurrency, args.max_tokens, args.deadline_s, judge)
+        health = _httpx().get(server.url.removesuffix("/v1") + "/health").json()
+        mean_batch, cached = health.get("mean_batch"), health.get("cached_prompt_fraction")
         errors = bad_input(server.url)
     finally:
         exit_code = server.stop()
     trip = round_trip(model_dir, refs, args.max_tokens, work)
 
     print_table("openai client, greedy", ["model", "= generate", "stream = plain", "answer"], checks)
-    header = ["clients", "requests", "ok", "failed", "mix-ups", "p50 s", "p99 s", "tokens/s"]
-    print_table(f"load ({args.max_tokens} new tokens per request)", header, [
-        [r["concurrency"], r["requests"], r["ok"], r["failed"], r["mix_ups"], r["p50_s"], r["p99_s"], r["tokens_per_s"]]
-        for r in (single, loaded)])
+    header = ["clients", "requests", "ok", "= batch-1 answer", "failed", "mix-ups", "p50 s", "p99 s", "tokens/s"]
+    print_table(f"load ({args.max_tokens} new tokens per request, {'one generator each' if args.no_batching else 'batched'})",
+                header, [[r["concurrency"], r["requests"], r["ok"], r["exact"], r["failed"], r["mix_ups"], r["p50_s"],
+                          r["p99_s"], r["tokens_per_s"]] for r in (single, loaded)])
+    print(f"mean rows per batched step: {mean_batch}; prompt tokens served from the prefix cache: {cached}")
+    gaps = loaded["own_gaps"]
+    print(f"mix-up check: {caught} of {len(swapped)} swapped references caught. The {len(gaps)} answers that differ "
+          f"from their batch-1 reference follow their own model more closely than any other; their largest "
+          f"logit gap to its top choice: median {statistics.median(gaps) if gaps else 0:.2f}, "
+          f"{sum(g < 1 for g in gaps)} under 1.0 (a decoded answer that re-encodes to other tokens, "
+          "e.g. one '\\n\\n' token as two, shows a larger gap)")
     speedup = loaded["tokens_per_s"] / single["tokens_per_s"]
     print(f"aggregate tokens/s at {args.concurrency} clients: {speedup:.2f}x one client")
-    print(f"prompts whose {len(model_ids)} greedy answers all differ (a mix-up would show): {distinct} of {len(set(PROMPTS))}")
+    print(f"prompts whose {len(model_ids)} greedy answers all differ (a mix-up would show): {distinct} of {len(set(prompts))}")
     print_table("bad input", ["case", "status", "code", "message", "next request"], errors)
     print_table("register -> pull -> serve (fresh registry)", ["step", "s", "result"], trip)
     print(f"server exit after SIGTERM: {exit_code}")
     write_result("serve", {
         "model": str(model_dir), "models": model_ids, "max_tokens": args.max_tokens, "client_checks": checks,
-        "single": single, "loaded": loaded, "speedup": speedup, "prompts_telling_models_apart": distinct, "bad_input": errors, "round_trip": trip,
+        "batching": not args.no_batching, "mean_batch": mean_batch, "cached_prompt_fraction": cached, "swapped_caught": [caught, len(swapped)], "single": single, "loaded": loaded, "speedup": speedup, "prompts_telling_models_apart": distinct, "bad_input": errors, "round_trip": trip,
     })
     failures = [row for row in checks if not (row[1] and row[2])]
     failures += [row for row in errors if not (400 <= row[1] < 500 and row[3] and row[4] == 200)]
+    if single["exact"] != single["requests"]:
+        failures.append(f"one client: {single['exact']}/{single['requests']} answers equal generate's")
+    if caught < 0.9 * len(swapped):
+        failures.append(f"the mix-up check caught {caught} of {len(swapped)} swapped answers")
     if failures or loaded["failed"] or loaded["mix_ups"] or single["mix_ups"] or "False" in trip[-1][2]:
         raise SystemExit(f"checks failed: {failures or 'see the tables'}")
     if speedup < 1.5:

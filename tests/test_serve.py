@@ -46,7 +46,7 @@ class Running:
     def stop(self) -> None:
         self.http.should_exit = True
         self.thread.join(timeout=20)
-        self.server.executor.shutdown(wait=True)
+        self.server.close()
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--api_key", default=os.environ.get("OLIVEPRESS_API_KEY"),
                         help="Require 'Authorization: Bearer KEY' (default: env OLIVEPRESS_API_KEY).")
     parser.add_argument("--parallel", type=int, default=8, help="Generations that run at the same time (default 8).")
+    parser.add_argument("--no_batching", action="store_true",
+                        help="One ORT GenAI generator per request instead of batching greedy requests together.")
     parser.add_argument("--shutdown_timeout", type=float, default=30.0,
                         help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM (default 30).")
     parser.add_argument("--registry_uri", help="MLflow registry for models:/ names (default: the local olivepress registry).")
@@ -66,7 +68,8 @@ def execute(args: argparse.Namespace) -> int:
     folder = local_model(args.model, registry_uri=args.registry_uri)
     model = GenAIModel(folder, adapters=parse_adapters(args.adapter))
     base_id = args.served_model_name or base_model_id(args.model, genai_folder(folder))
-    server = Server(model, base_id=base_id, api_key=args.api_key, parallel=args.parallel)
+    server = Server(model, base_id=base_id, api_key=args.api_key, parallel=args.parallel,
+                    batching=not args.no_batching)
 
     def ready(port: int) -> None:
         console.print(f"Serving {', '.join(server.model_ids)} on http://{args.host}:{port}/v1 (Ctrl-C stops)")

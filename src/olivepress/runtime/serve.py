@@ -1,11 +1,12 @@
 """An OpenAI-compatible HTTP server for an ORT GenAI model and its LoRA adapters.
 
-Each request gets its own ``og.Generator`` with its adapter switched on, run on a worker
-thread: generators share the model's weights but nothing else, so requests for different
-adapters run side by side without one adapter's weights reaching another's answer.
-(ORT GenAI 0.18's batching ``Engine`` cannot set an adapter per request, so it cannot
-serve several adapters at once.) The request's ``model`` picks the adapter: the base
-model's id, or an adapter's name.
+The request's ``model`` picks the adapter: the base model's id, or an adapter's name. Greedy
+requests are decoded together, those for the same adapter in one batch, by the continuous
+batcher in runtime/batching.py (on ONNX Runtime, over the same model files): on a CPU that
+serves several times the tokens/s of one generation at a time. Sampled requests (and all
+requests with ``batching=False``) each get their own ``og.Generator`` with its adapter
+switched on, on a worker thread: generators share the model's weights but nothing else.
+Either way no request reads another's adapter, cache or tokens.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +31,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from olivepress.errors import OlivepressError
+from olivepress.runtime.batching import BatchedDecoder
 from olivepress.runtime.generate import BASE, GenAIModel, SearchOptions
 from olivepress.runtime.serve_schemas import ChatCompletionRequest, CompletionRequest, error_body
 
@@ -67,7 +70,8 @@ def is_loopback(host: str) -> bool:
 class Server:
     """The model, its ids, and the worker threads that run generations."""
 
-    def __init__(self, model: GenAIModel, *, base_id: str, api_key: str | None = None, parallel: int = 8):
+    def __init__(self, model: GenAIModel, *, base_id: str, api_key: str | None = None, parallel: int = 8,
+                 batching: bool = True):
         if parallel < 1:
             raise OlivepressError(f"--parallel must be at least 1 (got {parallel})")
         if base_id in model.adapter_names:
@@ -77,6 +81,7 @@ class Server:
         self.api_key = api_key
         self.parallel = parallel
         self.executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="olivepress-gen")
+        self.batcher = BatchedDecoder(model.folder, model.adapter_files, max_batch=parallel) if batching else None
         self.created = int(time.time())
         self.context_length = model.context_length
         self.in_flight = 0  # requests generating or queued for a worker
@@ -134,32 +139,49 @@ class Server:
     def generate(self, ids: list[int], options: SearchOptions, adapter: str, stops: list[str],
                  emit: Callable[[str], None] | None, cancelled: threading.Event) -> Finished:
         """One generation on the calling (worker) thread; `emit` gets text as it becomes final."""
-        generator = self.model.new_generator(len(ids), options, adapter)
-        generator.append_tokens(ids)
         tokens: list[int] = []
         text, sent, stopped = "", 0, False
         # Text that could be the start of a stop string is held back until it is not.
         holdback = max((len(stop) for stop in stops), default=1) - 1
-        while not generator.is_done():
-            if cancelled.is_set():
-                return Finished(text, len(ids), len(tokens), "cancelled")
-            generator.generate_next_token()
-            tokens.append(int(generator.get_next_tokens()[0]))
-            # Decoding the whole answer each step (not a token stream) keeps the streamed text
-            # byte-identical to the non-streamed one and to `olivepress generate`.
-            text = self.model.tokenizer.decode(tokens)
-            cut = _first_stop(text, stops, start=max(0, sent - holdback))
-            if cut is not None:
-                text, stopped = text[:cut], True
-                break
-            ready = len(text.rstrip("\ufffd")) - holdback  # a character cut in half may still change
-            if emit is not None and ready > sent:
-                emit(text[sent:ready])
-                sent = ready
+        with closing(self._token_ids(ids, options, adapter, cancelled)) as token_ids:
+            for token in token_ids:
+                tokens.append(token)
+                # Decoding the whole answer each step (not a token stream) keeps the streamed text
+                # byte-identical to the non-streamed one and to `olivepress generate`.
+                text = self.model.tokenizer.decode(tokens)
+                cut = _first_stop(text, stops, start=max(0, sent - holdback))
+                if cut is not None:
+                    text, stopped = text[:cut], True
+                    break
+                ready = len(text.rstrip("\ufffd")) - holdback  # a character cut in half may still change
+                if emit is not None and ready > sent:
+                    emit(text[sent:ready])
+                    sent = ready
+        if cancelled.is_set() and not stopped:
+            return Finished(text, len(ids), len(tokens), "cancelled")
         if emit is not None and len(text) > sent:
             emit(text[sent:])
         reason = "stop" if stopped or len(tokens) < options.max_new_tokens else "length"
         return Finished(text, len(ids), len(tokens), reason)
+
+    def _token_ids(self, ids: list[int], options: SearchOptions, adapter: str,
+                   cancelled: threading.Event) -> Iterator[int]:
+        """The request's generated token ids: from the batcher for greedy search, else from a
+        generator of its own. Stops early once `cancelled` is set."""
+        if self.batcher is not None and not options.do_sample:
+            yield from self.batcher.submit(ids, options.max_new_tokens, adapter, cancelled)
+            return
+        generator = self.model.new_generator(len(ids), options, adapter)
+        generator.append_tokens(ids)
+        while not generator.is_done() and not cancelled.is_set():
+            generator.generate_next_token()
+            yield int(generator.get_next_tokens()[0])
+
+    def close(self) -> None:
+        """Finish the work in hand, then stop the worker threads and the batcher."""
+        self.executor.shutdown(wait=True)
+        if self.batcher is not None:
+            self.batcher.close()
 
     async def run(self, ids: list[int], options: SearchOptions, adapter: str, stops: list[str]) -> Finished:
         loop = asyncio.get_running_loop()
@@ -239,7 +261,13 @@ def create_app(server: Server):
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "models": server.model_ids, "in_flight": server.in_flight, "served": server.served}
+        health = {"status": "ok", "models": server.model_ids, "in_flight": server.in_flight, "served": server.served}
+        batcher = server.batcher
+        if batcher is not None and batcher.steps:
+            health["mean_batch"] = round(batcher.rows_stepped / batcher.steps, 2)
+        if batcher is not None and batcher.prompt_tokens:
+            health["cached_prompt_fraction"] = round(batcher.cached_prompt_tokens / batcher.prompt_tokens, 3)
+        return health
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
@@ -433,6 +461,6 @@ def serve(server: Server, host: str = "127.0.0.1", port: int = 8000, *, shutdown
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C once in-flight requests are done: a clean stop
         pass
     finally:
-        server.executor.shutdown(wait=True)
+        server.close()
     if not http.started:
         raise OlivepressError(f"could not listen on {host}:{port} (is the port in use?); choose another with --port")
