@@ -29,8 +29,8 @@ MODELS = {"tiny": BASE, "default": "default", "second": "second"}  # API id -> a
 class Running:
     """A server on a free loopback port, in a thread of this process."""
 
-    def __init__(self, model: GenAIModel, api_key: str | None = None, parallel: int = 4):
-        self.server = Server(model, base_id="tiny", api_key=api_key, parallel=parallel)
+    def __init__(self, model: GenAIModel, api_key: str | None = None, parallel: int = 4, batching: bool = True):
+        self.server = Server(model, base_id="tiny", api_key=api_key, parallel=parallel, batching=batching)
         self.http = http_server(self.server, port=0, shutdown_timeout=10)
         self.thread = threading.Thread(target=self.http.run, daemon=True)
         self.thread.start()
@@ -104,6 +104,18 @@ def test_concurrent_requests_for_different_adapters_stay_apart(running, model):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(ask, jobs))
     assert answers == [expected[key] for key in jobs]
+
+
+def test_one_generator_per_request_answers_the_same(model):
+    server = Running(model, batching=False)
+    try:
+        client = server.client()
+        for model_id, adapter in MODELS.items():
+            answer = client.completions.create(model=model_id, prompt="Paris is the capital", max_tokens=12).choices[0].text
+            assert answer == greedy(model, "Paris is the capital", adapter, 12, chat=False)
+        assert server.server.batcher is None
+    finally:
+        server.stop()
 
 
 def test_stop_strings_max_tokens_and_seeded_sampling(running, model):
