@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -122,3 +123,15 @@ def test_the_row_gate_gives_each_row_its_own_adapters_ranks(model):
     assert not gate[1, :r1].any() and gate[1, r1:].all() and gate[1].size == r1 + r2
     assert gate[2, :r1].all() and not gate[2, r1:].any()
     assert mix.feed([BASE])[GATE].shape == (1, 1, 0)
+
+
+def test_only_cpu_models_are_batched(tmp_path):
+    from olivepress.runtime.batching import runs_on_cpu
+
+    def folder(provider_options: list) -> Path:
+        config = {"model": {"decoder": {"session_options": {"provider_options": provider_options}}}}
+        (tmp_path / "genai_config.json").write_text(json.dumps(config))
+        return tmp_path
+
+    assert runs_on_cpu(folder([]))
+    assert not runs_on_cpu(folder([{"cuda": {"enable_cuda_graph": "0"}}]))

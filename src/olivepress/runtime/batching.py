@@ -94,6 +94,13 @@ def serving_graph(model_file: Path) -> tuple[bytes, tuple | None]:
     return model.SerializeToString(), lora
 
 
+def runs_on_cpu(folder: Path) -> bool:
+    """Whether ORT GenAI runs this model on the CPU (no provider named in its genai_config):
+    the batcher runs on the CPU only, so a model built for a GPU keeps ORT GenAI's generators."""
+    session = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"].get("session_options", {})
+    return all(not options or set(options) <= {"cpu"} for options in session.get("provider_options", []))
+
+
 class PrefixCache:
     """The key/value caches of recent prompts, per adapter, so a prompt that begins like an
     earlier one (the chat template's system prompt, a shared instruction, a conversation's
