@@ -160,6 +160,40 @@ def test_gptq_act_order_records_g_idx(tiny_llama_dir, tmp_path):
     assert torch.equal(lm.model.layers[0].self_attn.q_proj.weight, _dequantise_by_hand(folder)["model.layers.0.self_attn.q_proj"])
 
 
+
+def _llama_with_outlier_channels(source: Path, out: Path) -> Path:
+    """The tiny Llama with a few hidden channels 60x larger after each norm, as real models have."""
+    lm = load_causal_lm(HfModel(path=str(source)))
+    with torch.no_grad():
+        for layer in lm.model.layers:
+            for norm in (layer.input_layernorm, layer.post_attention_layernorm):
+                norm.weight[[3, 17, 40]] *= 60
+    lm.save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(source / name, out / name)
+    return out
+
+
+def test_gptq_act_scale_folds_awq_scales_and_gets_closer_to_the_float_model(tiny_llama_dir, tmp_path):
+    source = _llama_with_outlier_channels(tiny_llama_dir, tmp_path / "src")
+    ids = torch.randint(3, 384, (4, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        reference = load_causal_lm(HfModel(path=str(source)))(ids).logits
+    errors, norms = {}, {}
+    for act_scale in (False, True):
+        handle = _run(gptq, source, tmp_path / str(act_scale), group_size=32, act_scale=act_scale, dtype="float32", **CALIB)
+        qconfig = json.loads((Path(handle.path) / "config.json").read_text())["quantization_config"]
+        assert qconfig["meta"]["act_scale"] is act_scale and qconfig["quant_method"] == "gptq"
+        lm = load_causal_lm(handle)
+        with torch.no_grad():
+            errors[act_scale] = float((lm(ids).logits - reference).pow(2).mean())
+        norms[act_scale] = lm.model.layers[0].input_layernorm.weight.detach()
+    original = load_causal_lm(HfModel(path=str(source))).model.layers[0].input_layernorm.weight.detach()
+    assert torch.equal(norms[False], original)
+    assert not torch.allclose(norms[True], original)  # the scales went into the norm the checkpoint keeps
+    assert errors[True] < 0.8 * errors[False]
+
+
 # --- errors -------------------------------------------------------------------------------
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from pydantic import Field
@@ -45,12 +46,15 @@ from olivepress.passes.torch._quant_common import (
 from olivepress.quant.clip import CLIP_GRID, MAX_SHRINK, clip_weight, group_gram, search_clip
 from olivepress.quant.grid import Grid, QuantizedWeight, fake_quantize, grouped_columns, quantize_weight
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 VERSION = 1
 ACCEPTS = ("hf",)
 
 
-class Config(QuantPassConfig):
-    """AWQ options on top of the common ones."""
+class ScaleSearchConfig(QuantPassConfig):
+    """The options of AWQ's scale search (step 1), which GPTQ's act_scale runs too."""
 
     n_grid: int = Field(20, ge=1, description="Scale exponents tried per group: α = 0, 1/n, ..., (n-1)/n.")
     search_tokens: int = Field(512, ge=16, description="Calibration tokens the scale search measures its loss on.")
@@ -58,6 +62,11 @@ class Config(QuantPassConfig):
     duo_scaling: bool = Field(
         True, description="AutoAWQ's variant: s = mean|x|^α / mean|ŵ|^(1-α), ŵ the weights relative to their group's max."
     )
+
+
+class Config(ScaleSearchConfig):
+    """AWQ options on top of the common ones."""
+
     clip: bool = Field(True, description="Search a clipping range per group after scaling.")
     clip_grid: int = Field(CLIP_GRID, ge=2, description="Clip shrink steps of 1/clip_grid ...")
     max_shrink: float = Field(MAX_SHRINK, gt=0, lt=1, description="... down to max|w| * (1 - max_shrink).")
@@ -125,7 +134,7 @@ def fold_scale(group: ScaleGroup, scale: torch.Tensor, modules: dict[str, nn.Mod
 
 
 def search_scale(
-    weights: list[torch.Tensor], grids: list[Grid], x: torch.Tensor, config: Config
+    weights: list[torch.Tensor], grids: list[Grid], x: torch.Tensor, config: ScaleSearchConfig
 ) -> torch.Tensor:
     """The per-input-channel scale s = mean|x|^α with the lowest output error of Q(W·s)/s.
 
@@ -164,25 +173,47 @@ def _relative_weight_mean(weights: list[torch.Tensor], grids: list[Grid]) -> tor
     return torch.cat(relative).mean(dim=0)
 
 
+def scale_layer(layer: nn.Module, xs: dict[str, torch.Tensor], grids: dict[str, Grid], config: ScaleSearchConfig) -> None:
+    """Step 1 on one decoder layer: search every group's scale on the float weights, then fold
+    each into the op before its group and divide the group's captured inputs by it.
+
+    `xs` holds the captured inputs [tokens, in] by Linear name, at least one per group that has
+    a Linear in `grids`; every entry of a group is replaced by one scaled tensor."""
+    modules = dict(layer.named_modules())
+    scales = []
+    for group in scale_groups(layer):
+        quantized = [n for n in group.linears if n in grids]
+        if not quantized:
+            continue
+        captured = next(n for n in group.linears if n in xs)
+        weights = [modules[n].weight.detach().float() for n in quantized]
+        scales.append((group, captured, search_scale(weights, [grids[n] for n in quantized], xs[captured], config)))
+    for group, captured, s in scales:
+        fold_scale(group, s, modules)
+        scaled = xs[captured] / s
+        xs.update({n: scaled for n in group.linears if n in xs})
+
+
+def scale_head(lm: PreTrainedModel, x: torch.Tensor, grid: Grid, config: ScaleSearchConfig) -> torch.Tensor:
+    """Step 1 for lm_head: fold its scale into the final norm where it can; lm_head's scaled inputs."""
+    head, norm = lm.get_output_embeddings(), final_norm(lm)
+    if not _can_absorb(norm, head.in_features):
+        return x
+    s = search_scale([head.weight.detach().float()], [grid], x, config)
+    fold_scale(ScaleGroup(norm, ["lm_head"]), s, {"lm_head": head})
+    return x / s
+
+
 def make_layer_quantizer(config: Config):
     def quantize_layer(layer: nn.Module, inputs: LayerInputs, grids: dict[str, Grid]) -> dict[str, QuantizedWeight]:
         modules = dict(layer.named_modules())
-        groups = [g for g in scale_groups(layer) if any(n in grids for n in g.linears)]
         # One captured input per distinct input: the first Linear of a group stands for all.
         input_of = {name: name for name in grids}
-        for group in groups:
-            input_of.update(dict.fromkeys(group.linears, group.linears[0]))
+        for group in scale_groups(layer):
+            if any(n in grids for n in group.linears):
+                input_of.update(dict.fromkeys(group.linears, group.linears[0]))
         _, xs = inputs.run(layer, capture=sorted(set(input_of.values())))
-
-        scales = []
-        for group in groups:
-            quantized = [n for n in group.linears if n in grids]
-            weights = [modules[n].weight.detach().float() for n in quantized]
-            s = search_scale(weights, [grids[n] for n in quantized], xs[group.linears[0]], config)
-            scales.append((group, s))
-        for group, s in scales:
-            fold_scale(group, s, modules)
-            xs[group.linears[0]] = xs[group.linears[0]] / s
+        scale_layer(layer, xs, grids, config)
 
         result = {}
         grams: dict[tuple[str, Grid], torch.Tensor] = {}
@@ -205,12 +236,8 @@ def make_layer_quantizer(config: Config):
 
 def make_head_quantizer(config: Config):
     def quantize_head(lm, x: torch.Tensor, grid: Grid) -> QuantizedWeight:
-        head, norm = lm.get_output_embeddings(), final_norm(lm)
-        group = ScaleGroup(norm, ["lm_head"])
-        if _can_absorb(norm, head.in_features):
-            s = search_scale([head.weight.detach().float()], [grid], x, config)
-            fold_scale(group, s, {"lm_head": head})
-            x = x / s
+        head = lm.get_output_embeddings()
+        x = scale_head(lm, x, grid, config)
         with torch.no_grad():
             w = head.weight.detach().float()
             if config.clip:
