@@ -127,10 +127,9 @@ class ServerProcess:
         return self.process.wait(timeout=120)
 
 
-def references(model_dir: Path, adapters: dict[str, Path], jobs: list[tuple[str, str]], max_tokens: int) -> dict:
-    from olivepress.runtime.generate import BASE, GenAIModel, SearchOptions
+def references(model, jobs: list[tuple[str, str]], max_tokens: int) -> dict:
+    from olivepress.runtime.generate import BASE, SearchOptions
 
-    model = GenAIModel(model_dir, adapters=adapters)
     options = SearchOptions(max_new_tokens=max_tokens)
     return {(model_id, prompt): model.generate(prompt, options, adapter=BASE if model_id == "smollm2" else model_id).text
             for model_id, prompt in sorted(set(jobs))}
@@ -166,26 +165,21 @@ class Judge:
     not equal to the reference, but within a small gap of its own model's choices at every
     token. A mix-up follows another model's choices, which its own model would not make."""
 
-    def __init__(self, model_dir: Path, adapters: dict[str, Path], model_ids: list[str]):
-        from olivepress.runtime.generate import BASE, GenAIModel
+    def __init__(self, model, model_ids: list[str]):
+        from olivepress.runtime.generate import BASE
 
-        self.model = GenAIModel(model_dir, adapters=adapters)
+        self.model = model  # a GenAIModel with every adapter loaded
         self.adapters = {model_id: BASE if model_id == model_ids[0] else model_id for model_id in model_ids}
 
     def gap(self, model_id: str, prompt: str, answer: str) -> float:
         import numpy as np
-        import onnxruntime_genai as og
 
         model = self.model
         prompt_ids = [int(t) for t in model.tokenizer.encode(model.format_prompt(prompt))]
         answer_ids = [int(t) for t in model.tokenizer.encode(answer)]
         if not answer_ids:
             return 0.0
-        params = og.GeneratorParams(model.model)
-        params.set_search_options(max_length=len(prompt_ids) + len(answer_ids) + 1)
-        generator = model._generator(params, self.adapters[model_id])
-        generator.append_tokens(prompt_ids + answer_ids)
-        logits = np.array(generator.get_output("logits")).reshape(-1, model.vocab_size)[len(prompt_ids) - 1 : -1]
+        logits = model.logits(prompt_ids + answer_ids, self.adapters[model_id])[len(prompt_ids) - 1 : -1]
         return float((logits.max(axis=-1) - logits[np.arange(len(answer_ids)), answer_ids]).max())
 
     def own_gap(self, model_id: str, prompt: str, answer: str) -> float | None:
@@ -314,16 +308,17 @@ def main() -> None:
         model_dir, adapters = build(work)
     from olivepress.runtime.generate import GenAIModel
 
-    model_ids = ["smollm2", *GenAIModel(model_dir, adapters=adapters).adapter_names]
+    model = GenAIModel(model_dir, adapters=adapters)  # one copy for the references and the judge
+    model_ids = ["smollm2", *model.adapter_names]
     prompts = load_prompts(args.prompts)
     jobs = [(model_ids[i % len(model_ids)], prompts[(i // len(model_ids)) % len(prompts)]) for i in range(args.requests)]
     single_jobs = jobs[: args.single_requests]
-    # Every model's reference for every prompt asked: where they all differ, a mix-up would show.
-    refs = references(model_dir, adapters, [(m, p) for m in model_ids for _, p in jobs], args.max_tokens)
+    # Every model's reference for every prompt asked: the judge compares an answer with them all.
+    refs = references(model, [(m, p) for m in model_ids for _, p in jobs], args.max_tokens)
     # A mix-up shows only where the models' answers differ: count the prompts where they all do.
     distinct = sum(len({refs[(m, p)] for m in model_ids}) == len(model_ids) for p in {p for _, p in jobs})
 
-    judge = Judge(model_dir, adapters, model_ids)
+    judge = Judge(model, model_ids)
     # The judge must catch a mix-up: another model's reference, given as this model's answer.
     swapped = [(m, p, o) for p in dict.fromkeys(p for _, p in jobs) for m in model_ids for o in model_ids
                if o != m and refs[(o, p)] != refs[(m, p)]][:60]

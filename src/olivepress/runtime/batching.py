@@ -29,7 +29,6 @@ rounds differently from one over one row.
 from __future__ import annotations
 
 import json
-import logging
 import queue
 import threading
 from collections import OrderedDict
@@ -41,8 +40,6 @@ import numpy as np
 
 from olivepress.errors import OlivepressError
 from olivepress.runtime.lora_mix import LoraMix, add_row_gates
-
-log = logging.getLogger("olivepress")
 
 _DONE = object()  # end of a request's token stream
 
@@ -76,10 +73,10 @@ def serving_graph(model_file: Path) -> tuple[bytes, tuple | None]:
     lora = add_row_gates(model)
     graph = model.graph
     producer = {output: node for node in graph.node for output in node.output}
-    head = producer["logits"]
-    while head.op_type not in ("MatMul", "MatMulNBits", "Gemm") and head.input and head.input[0] in producer:
-        head = producer[head.input[0]]  # back through a Cast to the projection
-    if head.op_type in ("MatMul", "MatMulNBits"):
+    head = producer.get("logits")
+    while head is not None and head.op_type not in ("MatMul", "MatMulNBits", "Gemm"):
+        head = producer.get(head.input[0]) if head.input else None  # back through a Cast to the projection
+    if head is not None and head.op_type in ("MatMul", "MatMulNBits"):
         last = f"{head.input[0]}/last_position"
         graph.initializer.extend([numpy_helper.from_array(np.array([-1], dtype=np.int64), "/serving/last/starts"),
                                   numpy_helper.from_array(np.array([np.iinfo(np.int64).max], dtype=np.int64), "/serving/last/ends"),
@@ -154,8 +151,7 @@ class BatchedDecoder:
     """Greedy generations for many requests at once: `submit` from any thread, then read the
     returned iterator of token ids. One scheduler thread runs every model call."""
 
-    def __init__(self, folder: Path, adapter_files: dict[str, Path], *, max_batch: int = 8,
-                 intra_op_threads: int | None = None):
+    def __init__(self, folder: Path, adapter_files: dict[str, Path], *, max_batch: int = 8):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -163,8 +159,6 @@ class BatchedDecoder:
         # Spinning threads wait for work by burning the core: with the HTTP server, tokenizing
         # and other sessions on the same cores, that measured 1.8x slower per step.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        if intra_op_threads:
-            options.intra_op_num_threads = intra_op_threads
         graph, lora = serving_graph(folder / "model.onnx")
         if lora is None and adapter_files:
             raise OlivepressError(f"{folder / 'model.onnx'} has no LoRA inputs, so adapters cannot be applied to it")
@@ -175,7 +169,6 @@ class BatchedDecoder:
         config = json.loads((folder / "genai_config.json").read_text())["model"]
         eos = config.get("eos_token_id", [])
         self.eos = set(eos if isinstance(eos, list) else [eos])
-        self.context_length = int(config["context_length"])
         inputs = {i.name: i for i in self.session.get_inputs()}
         self.past_names = [name for name in inputs if name.startswith("past_key_values.")]
         self.present_names = [name.replace("past_key_values.", "present.") for name in self.past_names]
@@ -261,10 +254,11 @@ class BatchedDecoder:
         """Logits of the last position, and the present caches as OrtValues. `pasts` are
         OrtValues (a previous step's output) or arrays."""
         arrays = {"input_ids": input_ids, "attention_mask": mask, **(self.mix.feed(adapters) if self.mix else {})}
-        arrays.update((name, past) for name, past in zip(self.past_names, pasts, strict=True) if isinstance(past, np.ndarray))
+        feed = {}
+        for name, past in zip(self.past_names, pasts, strict=True):
+            (arrays if isinstance(past, np.ndarray) else feed)[name] = past
         # An OrtValue made from an array reads the array's memory: `arrays` keeps them alive.
-        feed = {name: self._ortvalue(array) for name, array in arrays.items()}
-        feed.update((name, past) for name, past in zip(self.past_names, pasts, strict=True) if not isinstance(past, np.ndarray))
+        feed.update((name, self._ortvalue(array)) for name, array in arrays.items())
         logits, *present = self.session.run_with_ort_values(["logits", *self.present_names], feed)
         return logits.numpy()[:, -1], present  # the graph computes the last position only
 

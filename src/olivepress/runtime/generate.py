@@ -126,8 +126,8 @@ class GenAIModel:
         """Most tokens (prompt + generated) the model takes."""
         return int(json.loads((self.folder / "genai_config.json").read_text())["model"]["context_length"])
 
-    def next_token_logits(self, token_ids: list[int], adapter: str | None = None):
-        """Logits for the token after `token_ids` (a numpy vector), for parity checks."""
+    def logits(self, token_ids: list[int], adapter: str | None = None):
+        """Logits [len(token_ids), vocab] after each of `token_ids` (teacher-forced, one run)."""
         import numpy as np
         import onnxruntime_genai as og
 
@@ -135,7 +135,11 @@ class GenAIModel:
         params.set_search_options(max_length=len(token_ids) + 1)
         generator = self._generator(params, adapter)
         generator.append_tokens(token_ids)
-        return np.array(generator.get_output("logits"), dtype=np.float32).reshape(-1, self.vocab_size)[-1]
+        return np.array(generator.get_output("logits"), dtype=np.float32).reshape(-1, self.vocab_size)
+
+    def next_token_logits(self, token_ids: list[int], adapter: str | None = None):
+        """Logits for the token after `token_ids` (a numpy vector), for parity checks."""
+        return self.logits(token_ids, adapter)[-1]
 
     @property
     def vocab_size(self) -> int:

@@ -9,9 +9,9 @@ the row's own (all of them for a base-model row):
     (x @ A_all) * gate_row @ B_all  =  x @ A_own @ B_own
 
 So the one change to the graph is a ``Mul`` by a new input, ``lora_row_gate``, after each
-LoRA ``A`` MatMul (made in memory by the batcher; the weights stay in the original files). A batch of one adapter (or of base rows only) is fed that adapter's
-own tensors with a gate of ones, so what it computes is exactly what ORT GenAI computes
-with that adapter active.
+LoRA ``A`` MatMul (made in memory by the batcher; the weights stay in the original files).
+A batch of one adapter (or of base rows only) is fed that adapter's own tensors with a gate
+of ones, so what it computes is exactly what ORT GenAI computes with that adapter active.
 """
 
 from __future__ import annotations
@@ -40,14 +40,13 @@ def add_row_gates(model) -> tuple[dict[str, tuple[int, ...]], np.dtype] | None:
     shapes = {name: tuple(init.dims) for name, init in defaults.items()}
     dtype = helper.tensor_dtype_to_np_dtype(next(iter(defaults.values())).data_type)
     a_names = {name for name in defaults if ".lora_A." in name}
-    nodes = []
+    nodes, gated = [], {}  # gated: an A MatMul's output -> its gate's output, which its consumers read instead
     for node in graph.node:
+        node.input[:] = [gated.get(name, name) for name in node.input]  # producers come first in ONNX
         nodes.append(node)
         if node.op_type == "MatMul" and node.input[1] in a_names:
-            gated = f"{node.output[0]}/gated"
-            nodes.append(helper.make_node("Mul", [node.output[0], GATE], [gated], name=f"{node.name}/RowGate"))
-            for consumer in graph.node:
-                consumer.input[:] = [gated if name == node.output[0] else name for name in consumer.input]
+            gated[node.output[0]] = f"{node.output[0]}/gated"
+            nodes.append(helper.make_node("Mul", [node.output[0], GATE], [gated[node.output[0]]], name=f"{node.name}/RowGate"))
     del graph.node[:]
     graph.node.extend(nodes)
     graph.input.append(helper.make_tensor_value_info(GATE, helper.np_dtype_to_tensor_dtype(dtype), ["batch_size", 1, "lora_rank"]))

@@ -1,8 +1,8 @@
 """An OpenAI-compatible HTTP server for an ORT GenAI model and its LoRA adapters.
 
 The request's ``model`` picks the adapter: the base model's id, or an adapter's name. Greedy
-requests are decoded together, those for the same adapter in one batch, by the continuous
-batcher in runtime/batching.py (on ONNX Runtime, over the same model files): on a CPU that
+requests are decoded together, whatever adapter each asks for, by the continuous batcher
+in runtime/batching.py (on ONNX Runtime, over the same model files): on a CPU that
 serves several times the tokens/s of one generation at a time. Sampled requests (and all
 requests with ``batching=False``) each get their own ``og.Generator`` with its adapter
 switched on, on a worker thread: generators share the model's weights but nothing else.

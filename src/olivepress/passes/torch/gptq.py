@@ -23,7 +23,8 @@ the reference's 128 x 2048):
   (a norm, or v_proj / up_proj), so the float model is unchanged; GPTQ then rounds W·diag(s)
   with the Hessian of the scaled inputs X·diag(1/s). The checkpoint layout is the same; the
   folded scales live in the float norm weights and the earlier Linear's rows. On SmolLM2 at
-  4 bits it cut the perplexity increase over fp32 (as a fraction of RTN's) from 0.85 to 0.56
+  4 bits (calibration seed 0; other draws of the calibration windows vary, see
+  docs/benchmarks.md) it cut the perplexity increase over fp32 (as a fraction of RTN's) from 0.85 to 0.56
   on the travel answers and from 0.42 to 0.21 on held-out prose at g128, from 0.46 to 0.32
   and 0.27 to 0.19 at g32, with no time cost that a shared 2-core machine could measure
   (docs/benchmarks.md);
