@@ -161,7 +161,10 @@ class BatchedDecoder:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         graph, lora = serving_graph(folder / "model.onnx")
         if lora is None and adapter_files:
-            raise OlivepressError(f"{folder / 'model.onnx'} has no LoRA inputs, so adapters cannot be applied to it")
+            raise OlivepressError(
+                f"{folder / 'model.onnx'} has no LoRA inputs, so adapters cannot be applied to it; build it from a "
+                "model with an adapter (auto-opt --adapter_path) so adapters can be switched"
+            )
         # A graph given as bytes reads its external weights from this folder.
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
