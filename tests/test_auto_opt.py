@@ -8,6 +8,7 @@ import numpy as np
 
 from olivepress.runtime.adapters import read_adapter_file
 from olivepress.runtime.generate import GenAIModel
+from olivepress.runtime.lora_switch import branch_nodes
 from test_cli import assert_one_line_error, olivepress
 from tiny_models import save_tiny_llama, save_tiny_lora_adapter
 
@@ -92,9 +93,9 @@ def test_int4_build_keeps_lora_weights_float(tmp_path, tiny_llama_dir, tiny_lora
     result = olivepress("auto-opt", "-m", str(tiny_llama_dir), "--adapter_path", str(tiny_lora_dir), "-o", str(out),
                         "--cache_dir", str(tmp_path / "cache"))
     assert result.returncode == 0, result.stderr
-    graph = onnx.load(out / "model" / "model.onnx", load_external_data=False).graph
-    assert any(n.op_type == "MatMulNBits" for n in graph.node)
-    lora_nodes = [n for n in graph.node if "/lora_" in n.name]
+    nodes = branch_nodes(onnx.load(out / "model" / "model.onnx", load_external_data=False).graph)
+    assert any(n.op_type == "MatMulNBits" for n in nodes)
+    lora_nodes = [n for n in nodes if "/lora_" in n.name]
     assert lora_nodes and all(n.op_type == "MatMul" for n in lora_nodes)
     tensors = read_adapter_file(out / "model" / "adapter_weights.onnx_adapter")
     assert all(t.dtype == np.float32 for t in tensors.values())
@@ -175,12 +176,13 @@ def test_quantized_base_with_an_adapter_keeps_its_integers_and_matches_peft(tmp_
 
     graph = onnx.load(out / "model" / "model.onnx").graph
     initializers = {i.name: i for i in graph.initializer}
-    node = next(n for n in graph.node if n.name == "/model/layers.0/attn/q_proj/MatMulNBits")
+    nodes = branch_nodes(graph)
+    node = next(n for n in nodes if n.name == "/model/layers.0/attn/q_proj/MatMulNBits")
     packed = numpy_helper.to_array(initializers[node.input[1]])
     codes = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(packed.shape[0], -1)
     checkpoint, _, _ = read_quantized(tmp_path / "rtn" / "model")
     assert np.array_equal(codes, checkpoint["model.layers.0.self_attn.q_proj"].codes.numpy())
-    assert [n.op_type for n in graph.node if n.name.startswith("/model/layers.0/attn/q_proj/lora")] == ["MatMul", "MatMul", "Add"]
+    assert [n.op_type for n in nodes if n.name.startswith("/model/layers.0/attn/q_proj/lora")] == ["MatMul", "MatMul", "Add"]
 
     (report,) = json.loads((out / "footprint.json").read_text())["checks"].values()
     variants = {v["adapter"]: v for v in report["variants"]}

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 ADAPTER_FILE = "adapter_weights.onnx_adapter"
 MANIFEST = "adapters.json"  # adapter name -> file, beside the model, so generate/serve find them
 RANK_DIM = "lora_rank"
+SWITCH = "lora_enabled"  # the If condition of a model whose LoRA paths are switched (runtime/lora_switch.py)
 _ONNX_NAME = re.compile(r"^model\.layers\.(\d+)\.(attn|mlp)\.(\w+)\.lora_([AB])\.MatMul\.weight$")
 _PEFT_NAME = re.compile(r"layers\.(\d+)\.(self_attn|attn|mlp)\.(\w+)\.lora_([AB])\.weight$")
 
@@ -92,6 +93,20 @@ def _scaling(config: dict, module: str, rank: int) -> float:
     return alpha / math.sqrt(rank) if config.get("use_rslora") else alpha / rank
 
 
+def switch_on() -> dict[str, np.ndarray]:
+    """The parameter every adapter file of a switched model carries: it selects the LoRA branch."""
+    import numpy as np
+
+    return {SWITCH: np.ones([1], dtype=np.float32)}
+
+
+def has_lora_switch(model_file: Path) -> bool:
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    return any(value.name == SWITCH for value in graph.input)
+
+
 def model_lora_inputs(model_file: Path) -> dict[str, tuple[int, int, int]]:
     """The LoRA inputs of an extracted model: name -> (onnx elem type, fixed dim, which dim is fixed)."""
     import onnx
@@ -141,6 +156,8 @@ def fit_to_model(tensors: dict[str, np.ndarray], model_file: Path, source: str) 
     ranks = {tensors[name].shape[1 - inputs[name][2]] for name in tensors}
     if len(ranks) > 1:
         raise OlivepressError(f"adapter {source} mixes LoRA ranks {sorted(ranks)}; ONNX adapters need one rank per adapter")
+    if has_lora_switch(model_file):
+        fitted.update(switch_on())
     return fitted
 
 

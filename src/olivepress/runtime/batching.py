@@ -40,6 +40,7 @@ import numpy as np
 
 from olivepress.errors import OlivepressError
 from olivepress.runtime.lora_mix import LoraMix, add_row_gates
+from olivepress.runtime.lora_switch import inline_lora_branch
 
 _DONE = object()  # end of a request's token stream
 
@@ -63,13 +64,14 @@ class _Row:
 
 def serving_graph(model_file: Path) -> tuple[bytes, tuple | None]:
     """model.onnx as the batcher runs it (serialized; the weights stay in the external data
-    file): LoRA row gates (None when it has no LoRA inputs: see lora_mix), and logits for the
+    file): flat, its LoRA switch (if any) set to the LoRA branch, with LoRA row gates (None when it has no LoRA inputs: see lora_mix), and logits for the
     last position only. A prompt needs no more, and the vocabulary projection of every
     prompt position was a fifth of a prompt's time on SmolLM2."""
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(model_file), load_external_data=False)
+    inline_lora_branch(model)  # rows mix adapters and the base model: the LoRA branch serves them all
     lora = add_row_gates(model)
     graph = model.graph
     producer = {output: node for node in graph.node for output in node.output}

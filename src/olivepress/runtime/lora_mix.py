@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from olivepress.errors import OlivepressError
-from olivepress.runtime.adapters import is_lora_name, read_adapter_file
+from olivepress.runtime.adapters import SWITCH, is_lora_name, read_adapter_file
 from olivepress.runtime.generate import BASE
 
 GATE = "lora_row_gate"
@@ -63,7 +63,8 @@ class LoraMix:
         self.tensors: dict[str, dict[str, np.ndarray]] = {}
         self.ranks: dict[str, int] = {}
         for name, file in adapter_files.items():
-            tensors = read_adapter_file(file)
+            # The LoRA switch's flag is not fed: the batcher runs the graph with its switch inlined.
+            tensors = {key: value for key, value in read_adapter_file(file).items() if key != SWITCH}
             unknown = sorted(set(tensors) - set(shapes))
             if unknown:
                 raise OlivepressError(f"adapter {name} ({file}) has tensors the model has no input for, e.g. {unknown[0]}")

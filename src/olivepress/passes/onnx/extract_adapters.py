@@ -2,7 +2,8 @@
 
 Each LoRA initializer becomes a graph input whose default is a rank-0 tensor: with no adapter
 active the model still runs (the LoRA path adds zeros), and with an adapter active ORT feeds
-its tensors under the same names. Other adapters for the same base convert with
+its tensors under the same names. On the CPU the graph also goes behind one switch
+(runtime/lora_switch.py), so with no adapter active the LoRA nodes do not run at all. Other adapters for the same base convert with
 `olivepress convert-adapters` and load side by side.
 """
 
@@ -20,19 +21,30 @@ from olivepress.passes.base import PassConfig, PassContext
 from olivepress.runtime.adapters import (
     ADAPTER_FILE,
     RANK_DIM,
+    SWITCH,
     is_lora_name,
     model_file,
     register_adapter,
+    switch_on,
     write_adapter_file,
 )
+from olivepress.runtime.lora_switch import add_lora_switch
 
-VERSION = 1
+VERSION = 2
 ACCEPTS = ("onnx",)
 
 
 class Config(PassConfig):
     adapter_name: str = Field("default", description="Name the extracted adapter is listed under.")
     adapter_file: str = Field(ADAPTER_FILE, description="File name of the adapter, written beside the model.")
+    lora_switch: bool | None = Field(
+        None,
+        description=(
+            "Put the LoRA paths behind one If, so the model runs its plain base graph when no adapter is active "
+            "(faster; the pre-packed int4 weights are then held twice in memory). Default: on for the CPU provider, "
+            "where it was measured."
+        ),
+    )
 
 
 def run(model: OnnxModel, config: Config, out_dir: Path, ctx: PassContext) -> OnnxModel:
@@ -58,6 +70,10 @@ def run(model: OnnxModel, config: Config, out_dir: Path, ctx: PassContext) -> On
         raise OlivepressError(
             f"{model.path} has no LoRA weights to extract; build it from a model with an adapter_path"
         )
+    if config.lora_switch if config.lora_switch is not None else ctx.execution_provider == "CPUExecutionProvider":
+        skipped = add_lora_switch(proto)
+        adapter.update(switch_on())
+        ctx.log.info("LoRA paths behind the %s switch: %d nodes skipped when no adapter is active", SWITCH, skipped)
     for item in model.folder.iterdir():
         if item.is_file() and item.suffix not in (".onnx", ".data") and not item.name.endswith(".onnx.data"):
             shutil.copy2(item, out_dir / item.name)
