@@ -7,7 +7,9 @@ import shutil
 
 import numpy as np
 import onnx
+import pytest
 
+from olivepress.errors import OlivepressError
 from olivepress.runtime.adapters import SWITCH, read_adapter_file, write_adapter_file
 from olivepress.runtime.generate import GenAIModel
 from olivepress.runtime.lora_switch import add_lora_switch, branch_nodes, inline_lora_branch
@@ -45,6 +47,12 @@ def test_switched_model_computes_what_the_flat_graph_computes(tiny_genai_build, 
         tensors = read_adapter_file(adapter_file)
         assert tensors.pop(SWITCH).tolist() == [1.0]  # convert-adapters writes the flag for a switched model too
         write_adapter_file(tensors, flat_file or adapter_file)
+
+    # An adapter converted for the other kind of graph is refused, not silently ignored.
+    with pytest.raises(OlivepressError, match="without the LoRA switch; convert it"):
+        GenAIModel(tiny_genai_build, adapters={"old": flat_dir / "second.onnx_adapter"})
+    with pytest.raises(OlivepressError, match="with the LoRA switch, and .* has none"):
+        GenAIModel(flat_dir, adapters={"new": second_adapter_file})
 
     switched = GenAIModel(tiny_genai_build, adapters={"second": second_adapter_file})
     plain = GenAIModel(flat_dir, adapters={"second": flat_dir / "second.onnx_adapter"})

@@ -107,6 +107,22 @@ def has_lora_switch(model_file: Path) -> bool:
     return any(value.name == SWITCH for value in graph.input)
 
 
+def check_switch_flag(adapter_file: Path, model_file: Path) -> None:
+    """An adapter file must carry the switch flag exactly when its model has the switch: without
+    it, a switched model would run its base branch and silently ignore the adapter."""
+    switched, flagged = has_lora_switch(model_file), SWITCH in read_adapter_file(adapter_file)
+    if switched and not flagged:
+        raise OlivepressError(
+            f"adapter {adapter_file} was converted for a model without the LoRA switch; convert it for "
+            f"{model_file.parent} with olivepress convert-adapters"
+        )
+    if flagged and not switched:
+        raise OlivepressError(
+            f"adapter {adapter_file} was converted for a model with the LoRA switch, and {model_file.parent} has "
+            "none; convert it for this model with olivepress convert-adapters"
+        )
+
+
 def model_lora_inputs(model_file: Path) -> dict[str, tuple[int, int, int]]:
     """The LoRA inputs of an extracted model: name -> (onnx elem type, fixed dim, which dim is fixed)."""
     import onnx

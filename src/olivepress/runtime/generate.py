@@ -68,7 +68,7 @@ class GenAIModel:
     def __init__(self, path: str | Path, adapters: dict[str, str | Path] | None = None):
         import onnxruntime_genai as og
 
-        from olivepress.runtime.adapters import registered_adapters
+        from olivepress.runtime.adapters import check_switch_flag, model_file, registered_adapters
 
         self.folder = genai_folder(path)
         try:
@@ -86,6 +86,7 @@ class GenAIModel:
                     raise OlivepressError(f"'{BASE}' names the model without an adapter; give the adapter another name")
                 if not file.is_file():
                     raise OlivepressError(f"adapter file {file} does not exist; convert one with olivepress convert-adapters")
+                check_switch_flag(file, model_file(self.folder))
                 try:
                     self._adapters.load(str(file), name)
                 except Exception as exc:
