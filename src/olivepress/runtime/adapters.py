@@ -107,18 +107,19 @@ def has_lora_switch(model_file: Path) -> bool:
     return any(value.name == SWITCH for value in graph.input)
 
 
-def check_switch_flag(adapter_file: Path, model_file: Path) -> None:
-    """An adapter file must carry the switch flag exactly when its model has the switch: without
-    it, a switched model would run its base branch and silently ignore the adapter."""
-    switched, flagged = has_lora_switch(model_file), SWITCH in read_adapter_file(adapter_file)
+def check_switch_flag(adapter_file: Path, model_dir: Path, switched: bool) -> None:
+    """An adapter file must carry the switch flag exactly when its model has the switch
+    (`switched`: has_lora_switch of the model): without it, a switched model would run its base
+    branch and silently ignore the adapter."""
+    flagged = SWITCH in read_adapter_file(adapter_file)
     if switched and not flagged:
         raise OlivepressError(
             f"adapter {adapter_file} was converted for a model without the LoRA switch; convert it for "
-            f"{model_file.parent} with olivepress convert-adapters"
+            f"{model_dir} with olivepress convert-adapters"
         )
     if flagged and not switched:
         raise OlivepressError(
-            f"adapter {adapter_file} was converted for a model with the LoRA switch, and {model_file.parent} has "
+            f"adapter {adapter_file} was converted for a model with the LoRA switch, and {model_dir} has "
             "none; convert it for this model with olivepress convert-adapters"
         )
 

@@ -64,9 +64,10 @@ class _Row:
 
 def serving_graph(model_file: Path) -> tuple[bytes, tuple | None]:
     """model.onnx as the batcher runs it (serialized; the weights stay in the external data
-    file): flat, its LoRA switch (if any) set to the LoRA branch, with LoRA row gates (None when it has no LoRA inputs: see lora_mix), and logits for the
-    last position only. A prompt needs no more, and the vocabulary projection of every
-    prompt position was a fifth of a prompt's time on SmolLM2."""
+    file): flat (a LoRA switch, if any, replaced by its LoRA branch), with LoRA row gates (None
+    when it has no LoRA inputs: see lora_mix), and logits for the last position only. A prompt
+    needs no more, and the vocabulary projection of every prompt position was a fifth of a
+    prompt's time on SmolLM2."""
     import onnx
     from onnx import helper, numpy_helper
 

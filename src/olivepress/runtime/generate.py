@@ -68,7 +68,12 @@ class GenAIModel:
     def __init__(self, path: str | Path, adapters: dict[str, str | Path] | None = None):
         import onnxruntime_genai as og
 
-        from olivepress.runtime.adapters import check_switch_flag, model_file, registered_adapters
+        from olivepress.runtime.adapters import (
+            check_switch_flag,
+            has_lora_switch,
+            model_file,
+            registered_adapters,
+        )
 
         self.folder = genai_folder(path)
         try:
@@ -81,12 +86,13 @@ class GenAIModel:
         self._adapters = None
         if self.adapter_files:
             self._adapters = og.Adapters(self.model)
+            switched = has_lora_switch(model_file(self.folder))
             for name, file in self.adapter_files.items():
                 if name == BASE:
                     raise OlivepressError(f"'{BASE}' names the model without an adapter; give the adapter another name")
                 if not file.is_file():
                     raise OlivepressError(f"adapter file {file} does not exist; convert one with olivepress convert-adapters")
-                check_switch_flag(file, model_file(self.folder))
+                check_switch_flag(file, self.folder, switched)
                 try:
                     self._adapters.load(str(file), name)
                 except Exception as exc:

@@ -63,10 +63,9 @@ def inline_lora_branch(model: ModelProto) -> bool:
     """Undo add_lora_switch (in place): the flat graph with its LoRA paths, as it was before.
     The batcher runs that (its rows mix adapters and the base model). False if not switched."""
     graph = model.graph
-    switch = next((node for node in graph.node if node.op_type == "If" and node.name == _IF_NAME), None)
-    if switch is None:
+    then_branch = _then_branch(graph)
+    if then_branch is None:
         return False
-    then_branch = next(attr.g for attr in switch.attribute if attr.name == "then_branch")
     restore = {out.name: _drop_prefix(out.name) for out in then_branch.output}
     nodes = []
     for node in then_branch.node:
@@ -81,10 +80,16 @@ def inline_lora_branch(model: ModelProto) -> bool:
 
 def branch_nodes(graph: GraphProto) -> list[NodeProto]:
     """The nodes with the LoRA paths: the then-branch of a switched graph, else the graph's own."""
+    then_branch = _then_branch(graph)
+    return list((graph if then_branch is None else then_branch).node)
+
+
+def _then_branch(graph: GraphProto) -> GraphProto | None:
+    """The LoRA branch of a switched graph; None when the graph has no switch."""
     switch = next((node for node in graph.node if node.op_type == "If" and node.name == _IF_NAME), None)
     if switch is None:
-        return list(graph.node)
-    return list(next(attr.g for attr in switch.attribute if attr.name == "then_branch").node)
+        return None
+    return next(attr.g for attr in switch.attribute if attr.name == "then_branch")
 
 
 def _lora_nodes(graph: GraphProto) -> tuple[set[str], dict[str, str]]:
@@ -132,7 +137,7 @@ def _branch(graph: GraphProto, outer: set[str], *, skip: set[str], bypass: dict[
     branch_outputs = [
         helper.make_tensor_value_info(name_of(out.name), out.type.tensor_type.elem_type, None) for out in graph.output
     ]
-    return helper.make_graph(nodes, f"{prefix or 'lora/'}branch", [], branch_outputs)
+    return helper.make_graph(nodes, f"{output_prefix}branch", [], branch_outputs)
 
 
 def _drop_prefix(name: str) -> str:

@@ -3,8 +3,8 @@
 Each LoRA initializer becomes a graph input whose default is a rank-0 tensor: with no adapter
 active the model still runs (the LoRA path adds zeros), and with an adapter active ORT feeds
 its tensors under the same names. On the CPU the graph also goes behind one switch
-(runtime/lora_switch.py), so with no adapter active the LoRA nodes do not run at all. Other adapters for the same base convert with
-`olivepress convert-adapters` and load side by side.
+(runtime/lora_switch.py), so with no adapter active the LoRA nodes do not run at all. Other
+adapters for the same base convert with `olivepress convert-adapters` and load side by side.
 """
 
 from __future__ import annotations
