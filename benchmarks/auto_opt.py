@@ -135,6 +135,28 @@ def small_adapter_build(work: Path) -> Path:
     return out
 
 
+_RSS_PROBE = """
+import sys
+import onnxruntime_genai as og
+model = og.Model(sys.argv[1])
+params = og.GeneratorParams(model)
+params.set_search_options(max_length=40)
+generator = og.Generator(model, params)
+generator.append_tokens(og.Tokenizer(model).encode("Hello there, how"))
+for _ in range(10):
+    generator.generate_next_token()
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent across exec.
+print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024)
+"""
+
+
+def peak_rss_mb(folder: Path) -> float:
+    """Peak memory of a fresh process that loads the model (no adapter) and generates 10 tokens:
+    pre-packed weights included, which the file sizes do not show."""
+    done = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(folder)], capture_output=True, text=True, check=True)
+    return float(done.stdout.split()[-1])
+
+
 def decode_tokens_per_s(model, adapter: str | None, prompt: str) -> float:
     """Decode speed for NEW_TOKENS forced greedy tokens (prefill excluded)."""
     import onnxruntime_genai as og
@@ -199,6 +221,8 @@ def main() -> None:
             "adapter active": (ours, adapter), "no adapter": (ours, BASE), "plain builder int4": (plain, None),
             "q/v adapter active": (small, small.adapter_names[0]), "q/v build, no adapter": (small, BASE),
         })
+        memory = {"our model (LoRA switch)": peak_rss_mb(work / "onnx-ao" / "model"),
+                  "plain builder int4": peak_rss_mb(work / "plain-int4")}
 
     with_adapter, without, plain_speed = (speeds[k]["median"] for k in ("adapter active", "no adapter", "plain builder int4"))
     worst_mean = max(entry["mean_abs_diff"] for entry in parity["variants"])
@@ -218,11 +242,12 @@ def main() -> None:
                 [[k, v["median"], " ".join(f"{x:.1f}" for x in v["rounds"])] for k, v in speeds.items()])
     print_table("Targets", ["check", "value", "met"], checks)
     print_table("A smaller adapter (r16 on q_proj/v_proj), same base", ["ratio", "value"], smaller)
+    print_table("Peak memory, load + 10 tokens (MB)", ["model", "MB"], [[k, v] for k, v in memory.items()])
     write_result("auto_opt", {
         "lab_seconds": seconds, "app_answer": app_answer, "base_answer": base_answer, "adapter_answer": adapter_answer,
         "parity": parity, "decode": speeds, "new_tokens": NEW_TOKENS, "rounds": ROUNDS, "prompts": SPEED_PROMPTS,
         "checks": [{"check": c, "value": v, "met": m} for c, v, m in checks],
-        "small_adapter": dict(smaller),
+        "small_adapter": dict(smaller), "peak_rss_mb": memory,
     })
 
 
