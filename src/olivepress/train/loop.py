@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from olivepress.errors import OlivepressError
 from olivepress.train.args import ADAMW_OPTIMIZERS, TrainingArgs
-from olivepress.train.batching import Batch, epoch_batches, eval_batches
 from olivepress.train.device import ThreadTuner, autocast_dtype, training_device, use_all_cores
 from olivepress.train.loss import summed_loss
+from olivepress.train.micro_batches import Batch, epoch_batches, eval_batches
 from olivepress.train.progress import TrainingProgress
 
 if TYPE_CHECKING:
