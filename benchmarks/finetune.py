@@ -21,13 +21,11 @@ import argparse
 import json
 import os
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import print_table, write_result
 from olivepress.evaluate.accuracy import rouge_l  # noqa: E402
 
 TRAVEL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "travel" / "data_sample_travel.jsonl"
@@ -220,8 +218,8 @@ def ablation(model_path: str, train_records: list[dict], steps: int = 2) -> list
     from olivepress.models.handles import HfModel
     from olivepress.models.loading import load_causal_lm, load_tokenizer
     from olivepress.passes.torch.lora.train_adapter import pad_token_id
-    from olivepress.train.batching import collate, epoch_batches
     from olivepress.train.loss import summed_loss
+    from olivepress.train.micro_batches import collate, epoch_batches
 
     handle = HfModel(path=model_path)
     tokenizer = load_tokenizer(handle)

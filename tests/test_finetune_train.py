@@ -8,7 +8,7 @@ import pytest
 from olivepress.data.tokenize import IGNORE_INDEX
 from olivepress.errors import OlivepressError
 from olivepress.train.args import TrainingArgs
-from olivepress.train.batching import collate, epoch_batches
+from olivepress.train.micro_batches import collate, epoch_batches
 
 
 def examples(lengths: list[int]) -> list[dict[str, list[int]]]:

@@ -37,8 +37,8 @@ def training_threads() -> int:
 def cpu_has_native_bf16() -> bool:
     """True when the CPU multiplies bf16 in hardware (AVX512-BF16, AMX, or Arm's BF16).
 
-    Without it, oneDNN emulates bf16 and a bf16 step is slower than an fp32 one (2-3x on an
-    AVX-512 Xeon without AVX512-BF16, measured), so autocast would only cost time.
+    Without it, oneDNN emulates bf16 and a bf16 step is slower than an fp32 one (figures in
+    docs/benchmarks.md, fine-tuning), so autocast would only cost time.
     """
     flags = _cpu_flags()
     if platform.machine().lower() in ("arm64", "aarch64"):
@@ -87,7 +87,7 @@ def _apple_bf16() -> bool:
 class ThreadTuner:
     """All cores, unless one thread measures faster: on a machine whose cores are busy with
     other work, OpenMP threads that spin while waiting for each other can make a training
-    step several times slower than one thread (3-5x measured on a shared 2-core machine).
+    step several times slower than one thread (docs/benchmarks.md, fine-tuning).
 
     `calibrate` times a forward pass on one thread and on all cores before training starts;
     then every `recheck` steps one step runs on all cores and the next on one thread, and the

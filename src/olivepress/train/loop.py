@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 from olivepress.cpu import TorchThreads, torch_threads
 from olivepress.errors import OlivepressError
 from olivepress.train.args import ADAMW_OPTIMIZERS, TrainingArgs
-from olivepress.train.batching import Batch, epoch_batches, eval_batches
 from olivepress.train.device import ThreadTuner, autocast_dtype, training_device, training_threads
 from olivepress.train.loss import summed_loss
+from olivepress.train.micro_batches import Batch, epoch_batches, eval_batches
 from olivepress.train.progress import TrainingProgress
 
 if TYPE_CHECKING:
