@@ -32,9 +32,8 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
-from auto_opt import olivepress, peak_rss_mb, run_lab  # noqa: E402
+from _common import print_table, write_result
+from auto_opt import olivepress, peak_rss_mb, run_lab
 
 ROOT = Path(__file__).resolve().parents[1]
 FETCH = ROOT.parent / "shared" / "models" / "fetch.sh"
