@@ -142,6 +142,51 @@ def test_auto_opt_then_convert_adapters(tmp_path, tiny_llama_dir, tiny_lora_dir)
         api.convert_adapters(second, tmp_path / "onnx", tmp_path / "second.bin")
 
 
+# --- evaluate and benchmark ----------------------------------------------------------------
+
+
+def _size_goal_config(model: Path, output_dir: Path, limit_mb: float) -> dict:
+    goal = {"type": "threshold", "value": limit_mb}
+    metric = {"name": "size", "type": "size_on_disk", "sub_types": [{"name": "size_mb", "goal": goal}]}
+    return {
+        "input_model": {"type": "HfModel", "model_path": str(model)},
+        "evaluators": {"e": {"metrics": [metric]}}, "evaluator": "e", "output_dir": str(output_dir),
+    }
+
+
+def test_evaluate_checks_threshold_goals_and_writes_the_metrics(tmp_path, tiny_llama_dir):
+    fits = api.evaluate(_size_goal_config(tiny_llama_dir, tmp_path / "out", 1000.0), summary=False)
+    assert fits.goals_met and fits.output_path == tmp_path / "out" / "metrics.json"
+    size = fits.metrics["size.size_mb"].value
+    files = [f for f in tiny_llama_dir.rglob("*") if f.is_file()]
+    assert size == pytest.approx(sum(f.stat().st_size for f in files) / 1e6)
+
+    too_big = api.evaluate(
+        _size_goal_config(tiny_llama_dir, tmp_path / "out", size / 2), output_path=tmp_path / "m.json",
+        summary=False,
+    )
+    assert not too_big.goals_met and too_big.goals["size.size_mb"].endswith("MISSED")
+    assert json.loads((tmp_path / "m.json").read_text())["goals"] == too_big.goals
+
+
+def test_evaluate_without_an_evaluator_says_so(tmp_path, tiny_llama_dir):
+    config = {"input_model": {"model_path": str(tiny_llama_dir)}, "output_dir": str(tmp_path)}
+    with pytest.raises(OlivepressError, match="the workflow has no evaluator"):
+        api.evaluate(config)
+
+
+def test_benchmark_takes_an_evaluator_config_and_records_the_settings(tmp_path, tiny_llama_dir):
+    out = tmp_path / "bench.json"
+    evaluation = api.benchmark(
+        str(tiny_llama_dir), evaluator={"metrics": [{"name": "size_on_disk", "type": "size_on_disk"}]},
+        output_path=out, settings={"asked": "size"}, summary=False,
+    )
+    written = json.loads(out.read_text())
+    assert written["settings"] == {"asked": "size"}
+    size = evaluation.metrics["size_on_disk.size_mb"].value
+    assert written["metrics"]["size_on_disk.size_mb"]["value"] == size > 0
+
+
 # --- what the commands share ---------------------------------------------------------------
 
 

@@ -7,8 +7,10 @@
     api.auto_opt("out/ft/model", adapter_path="out/ft/adapter", output_path="out/onnx")
 
 The functions take Python values (lists, numbers, DataConfig); parsing what a command line
-typed (comma lists, "0.1" vs "train[90%:]") is the CLI's job. Each builds a workflow config
-and runs it through the engine (`run`), so its passes are cached and its output written whole.
+typed (comma lists, "0.1" vs "train[90%:]") is the CLI's job. Those that make a model
+(quantize, finetune, auto_opt) build a workflow config and run it through the engine (`run`),
+so their passes are cached and their output written whole; the others measure (evaluate,
+benchmark), convert (convert_adapters) or share (package, register, pull) what those wrote.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from olivepress.workflow.config import WorkflowConfig
 
 if TYPE_CHECKING:
     from olivepress.data.config import DataConfig
+    from olivepress.evaluate.config import EvaluatorConfig
+    from olivepress.evaluate.results import Evaluation
     from olivepress.share.registry import RegisteredVersion
 
 CACHE_DIR = ".olivepress-cache"
@@ -296,6 +300,92 @@ def convert_adapters(adapter_path: str | Path, model: str | Path, output_path: s
     if name:
         register_adapter(model_dir, name, str(output.resolve()))
     return output
+
+
+def evaluate(
+    config: str | Path | dict[str, Any] | WorkflowConfig,
+    *,
+    output_path: str | Path | None = None,
+    allow_user_code: bool = False,
+    log_level: int = 1,
+    summary: bool = True,
+) -> Evaluation:
+    """Measure a workflow's input model with the workflow's evaluator, running no pass, as
+    `olivepress evaluate`. Relative goals compare a model with the input model, which this is,
+    so only threshold goals are checked. The results are written to `output_path` (default
+    <output_dir>/metrics.json)."""
+    from olivepress.engine.runner import input_handle
+    from olivepress.engine.search import check_goals, describe_goals, goal_specs
+    from olivepress.errors import OlivepressError
+    from olivepress.evaluate.evaluator import evaluate_model
+    from olivepress.evaluate.results import Evaluation, print_metrics, write_json
+    from olivepress.ui import console, setup_logging
+    from olivepress.workflow.load import load_workflow
+
+    source = Path(config) if isinstance(config, str) else config
+    workflow = load_workflow(source, allow_user_code=allow_user_code)
+    setup_logging(log_level)
+    if workflow.evaluator is None:
+        where = config if isinstance(config, str | Path) else "the workflow"
+        raise OlivepressError(
+            f"{where} has no evaluator; add \"evaluator\" (or engine.evaluator) naming one under evaluators"
+        )
+    model = input_handle(workflow)
+    data_configs = {data.name: data for data in workflow.config.data_configs}
+    results = evaluate_model(
+        model, workflow.evaluator, data_configs=data_configs, execution_provider=workflow.execution_provider
+    )
+    goals = [g for g in goal_specs(workflow.evaluator) if g.goal.type == "threshold"]
+    met = check_goals(results, goals, results)
+    described = describe_goals(goals, results)
+    text = {name: f"{described[name]}: {'met' if ok else 'MISSED'}" for name, ok in met.items()}
+    if summary:
+        print_metrics(f"olivepress evaluate: {model.path}", results, text)
+    output = Path(output_path or Path(workflow.config.output_dir).expanduser() / "metrics.json")
+    write_json(output, {
+        "model": model.model_dump(), "metrics": {name: value.to_dict() for name, value in results.items()},
+        "goals": text,
+    })
+    if summary:
+        console.print(f"Results: {output}")
+    return Evaluation(model=model, metrics=results, goals=text, met=met, output_path=output)
+
+
+def benchmark(
+    model_name_or_path: str | Path = "default",
+    *,
+    evaluator: EvaluatorConfig | dict[str, Any],
+    provider: str = "CPUExecutionProvider",
+    output_path: str | Path = "benchmark.json",
+    trust_remote_code: bool = False,
+    settings: dict[str, Any] | None = None,
+    log_level: int = 1,
+    summary: bool = True,
+) -> Evaluation:
+    """Measure a model folder (HF, ONNX or ORT GenAI) with `evaluator` (an evaluator config:
+    {"metrics": [...]}), as `olivepress benchmark`; the results, with `settings` (what the run
+    was asked for, recorded as given), are written to `output_path`."""
+    from olivepress.evaluate.config import EvaluatorConfig
+    from olivepress.evaluate.evaluator import evaluate_model
+    from olivepress.evaluate.results import Evaluation, print_metrics, write_json
+    from olivepress.models.resolve import resolve_model
+    from olivepress.ui import console, setup_logging
+
+    setup_logging(log_level)
+    if isinstance(evaluator, dict):
+        evaluator = EvaluatorConfig.model_validate(evaluator)
+    load_kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+    model = resolve_model(str(model_name_or_path), load_kwargs=load_kwargs)
+    results = evaluate_model(model, evaluator, execution_provider=provider)
+    if summary:
+        print_metrics(f"olivepress benchmark: {model.path}", results)
+    write_json(output_path, {
+        "model": model.model_dump(), "settings": settings or {},
+        "metrics": {name: value.to_dict() for name, value in results.items()},
+    })
+    if summary:
+        console.print(f"Results: {output_path}")
+    return Evaluation(model=model, metrics=results, output_path=Path(output_path))
 
 
 def package(

@@ -82,50 +82,13 @@ def evaluator_from_flags(args: argparse.Namespace):
     return EvaluatorConfig.model_validate({"metrics": metrics})
 
 
-def print_metrics(title: str, results: dict[str, Any], goals: dict[str, str] | None = None) -> None:
-    from rich.table import Table
-
-    from olivepress.ui import console
-
-    table = Table(title=title, title_justify="left", show_edge=False)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_column("unit")
-    table.add_column("better")
-    if goals:
-        table.add_column("goal")
-    for name, value in results.items():
-        row = [name, f"{value.value:.4g}", value.unit, "higher" if value.higher_is_better else "lower"]
-        table.add_row(*row, *([goals.get(name, "")] if goals else []))
-    console.print(table)
-
-
-def write_json(path: str, payload: dict[str, Any]) -> None:
-    import json
-    from pathlib import Path
-
-    from olivepress.paths import atomic_file, check_writable
-
-    target = Path(path).expanduser().resolve()
-    check_writable(target.parent, "output_path")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(target) as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, default=str))
-
-
 def execute(args: argparse.Namespace) -> int:
-    from olivepress.evaluate.evaluator import evaluate_model
-    from olivepress.models.resolve import resolve_model
-    from olivepress.ui import console, setup_logging
+    from olivepress.api import benchmark
 
-    setup_logging(0 if args.debug else args.log_level)
-    evaluator = evaluator_from_flags(args)
-    model = resolve_model(args.model_name_or_path, load_kwargs={"trust_remote_code": True} if args.trust_remote_code else {})
-    results = evaluate_model(model, evaluator, execution_provider=args.provider)
-    print_metrics(f"olivepress benchmark: {model.path}", results)
-    write_json(args.output_path, {
-        "model": model.model_dump(), "settings": {k: v for k, v in vars(args).items() if k != "execute"},
-        "metrics": {name: value.to_dict() for name, value in results.items()},
-    })
-    console.print(f"Results: {args.output_path}")
+    benchmark(
+        args.model_name_or_path, evaluator=evaluator_from_flags(args), provider=args.provider,
+        output_path=args.output_path, trust_remote_code=args.trust_remote_code,
+        settings={k: v for k, v in vars(args).items() if k != "execute"},
+        log_level=0 if args.debug else args.log_level,
+    )
     return 0

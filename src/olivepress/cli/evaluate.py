@@ -21,32 +21,10 @@ def add_parser(commands) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from olivepress.api import evaluate
 
-    from olivepress.cli.benchmark import print_metrics, write_json
-    from olivepress.engine.runner import input_handle
-    from olivepress.engine.search import check_goals, describe_goals, goal_specs
-    from olivepress.errors import OlivepressError
-    from olivepress.evaluate.evaluator import evaluate_model
-    from olivepress.ui import console, setup_logging
-    from olivepress.workflow.load import load_workflow
-
-    workflow = load_workflow(Path(args.config), allow_user_code=args.allow_user_code)
-    setup_logging(0 if args.debug else args.log_level)
-    if workflow.evaluator is None:
-        raise OlivepressError(f"{args.config} has no evaluator; add \"evaluator\" (or engine.evaluator) naming one under evaluators")
-    config = workflow.config
-    model = input_handle(workflow)
-    data_configs = {data.name: data for data in config.data_configs}
-    results = evaluate_model(model, workflow.evaluator, data_configs=data_configs, execution_provider=workflow.execution_provider)
-    # Relative goals compare a model with the input model, which this is: only thresholds say anything.
-    goals = [g for g in goal_specs(workflow.evaluator) if g.goal.type == "threshold"]
-    met = check_goals(results, goals, results)
-    text = {name: f"{describe_goals(goals, results)[name]}: {'met' if ok else 'MISSED'}" for name, ok in met.items()}
-    print_metrics(f"olivepress evaluate: {model.path}", results, text)
-    output = args.output_path or str(Path(config.output_dir).expanduser() / "metrics.json")
-    write_json(output, {
-        "model": model.model_dump(), "metrics": {name: value.to_dict() for name, value in results.items()}, "goals": text,
-    })
-    console.print(f"Results: {output}")
-    return 0 if all(met.values()) else 1
+    evaluation = evaluate(
+        args.config, output_path=args.output_path, allow_user_code=args.allow_user_code,
+        log_level=0 if args.debug else args.log_level,
+    )
+    return 0 if evaluation.goals_met else 1
