@@ -85,7 +85,7 @@ def test_auto_opt_plans_the_builder_path_with_the_check(tmp_path, tiny_llama_dir
 
     plan = plan_auto_opt(
         str(tiny_llama_dir), adapter_path=tiny_lora_dir, adapter_name="travel", provider="cpu",
-        output_path=tmp_path / "out",
+        output_path=tmp_path / "out", cache_dir=tmp_path / "cache",
     )
     passes = plan.config["passes"]
     assert [spec["type"] for spec in passes.values()] == ["ModelBuilder", "ExtractAdapters"]
@@ -101,7 +101,10 @@ def test_auto_opt_plans_the_builder_path_with_the_check(tmp_path, tiny_llama_dir
 def test_auto_opt_plans_the_generic_path_unverified_for_an_absent_provider(tmp_path, tiny_bert_dir):
     from olivepress.workflow.auto_opt import plan_auto_opt
 
-    plan = plan_auto_opt(str(tiny_bert_dir), provider="qnn", precision="int8", output_path=tmp_path)
+    plan = plan_auto_opt(
+        str(tiny_bert_dir), provider="qnn", precision="int8", output_path=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
+    )
     passes = [spec["type"] for spec in plan.config["passes"].values()]
     assert passes == ["OnnxConversion", "OnnxStaticQuantization"]
     assert plan.check is None

@@ -40,7 +40,7 @@ def plan_auto_opt(
     int4_block_size: int | None = None,
     int4_accuracy_level: int | None = None,
     trust_remote_code: bool = False,
-    cache_dir: str | Path = ".olivepress-cache",
+    cache_dir: str | Path,
     skip_check: bool = False,
 ) -> AutoOptPlan:
     """The workflow that optimises the model (with the PEFT adapter at `adapter_path`, if any)
