@@ -18,6 +18,13 @@ trained on one device. This loop honours the same `TrainingArguments` names (see
 
 A run is a `_TrainingRun` taken through named steps: start (threads, first eval), one
 optimizer step after another, a log line per window, evaluations, finish.
+
+Several processes (`world`, see world.py) train as one: each runs its share of every global
+batch and the gradients are summed before the optimizer step, so with the same global batch
+(per_device_train_batch_size x gradient_accumulation_steps, whatever the process count) the
+result is the one-process result up to float rounding. Dropout draws are seeded per
+micro-batch of the global stream, so they do not depend on which process runs it either. The
+first process writes the log; counts in it are sums over the processes.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ from olivepress.train.loss import summed_loss
 from olivepress.train.meter import TrainingLog, TrainMeter
 from olivepress.train.optim import make_optimizer, make_scheduler
 from olivepress.train.progress import TrainingProgress
+from olivepress.train.world import World
 
 if TYPE_CHECKING:
     import torch
@@ -77,13 +85,17 @@ def train(
     *,
     pad_id: int,
     log_path: Path | None = None,
+    world: World | None = None,
 ) -> TrainResult:
-    """Train the trainable parameters of `model` (e.g. a PEFT model) on `train_examples`."""
+    """Train the trainable parameters of `model` (e.g. a PEFT model) on `train_examples`,
+    alone or as one of the processes of `world` (which write `log_path` on rank 0 only)."""
     if not train_examples:
-        raise OlivepressError("there are no training sequences; give a data set with at least one non-empty text")
-    run = _TrainingRun(model, train_examples, eval_examples, args, pad_id, log_path)
+        raise OlivepressError(
+            "there are no training sequences; give a data set with at least one non-empty text"
+        )
+    run = _TrainingRun(model, train_examples, eval_examples, args, pad_id, log_path, world or World())
     run.start()
-    with TrainingProgress(run.plan.total_steps) as progress:
+    with TrainingProgress(run.plan.total_steps, quiet=not run.world.is_main) as progress:
         run.evaluate_before(progress)
         for step in range(1, run.plan.total_steps + 1):
             run.optimizer_step(step, progress)
@@ -111,8 +123,9 @@ class _Plan:
         total = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.num_train_epochs)
         return cls(
             total_steps=total, steps_per_epoch=steps_per_epoch, batches_per_epoch=batches_per_epoch,
-            warmup=args.warmup_steps or math.ceil(args.warmup_ratio * total), logging_steps=args.logging_steps,
-            eval_every=_eval_interval(args, has_eval, steps_per_epoch), accumulation=args.gradient_accumulation_steps,
+            warmup=args.warmup_steps or math.ceil(args.warmup_ratio * total),
+            logging_steps=args.logging_steps, eval_every=_eval_interval(args, has_eval, steps_per_epoch),
+            accumulation=args.gradient_accumulation_steps,
         )
 
     def logs_at(self, step: int) -> bool:
@@ -129,8 +142,8 @@ class _TrainingRun:
     """One training run's state: the model and its optimizer, the data stream, meter and log."""
 
     def __init__(self, model, train_examples: Examples, eval_examples: Examples, args: TrainingArgs,
-                 pad_id: int, log_path: Path | None):
-        self.model, self.args, self.pad_id = model, args, pad_id
+                 pad_id: int, log_path: Path | None, world: World):
+        self.model, self.args, self.pad_id, self.world = model, args, pad_id, world
         self.train_examples, self.eval_examples = train_examples, eval_examples
         self.threads = use_all_cores()
         self.device = training_device()
@@ -141,13 +154,14 @@ class _TrainingRun:
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise OlivepressError("the model has no trainable parameters; check target_modules")
+        world.same_start(self.params)
         self.plan = _Plan.of(len(train_examples), args, bool(eval_examples))
         self.optimizer = make_optimizer(self.params, args)
         self.scheduler = make_scheduler(self.optimizer, args, self.plan.warmup, self.plan.total_steps)
         if args.gradient_checkpointing:
             enable_checkpointing(model, args)
         self.neftune = neftune_hook(model, args.neftune_noise_alpha)
-        self.record = TrainingLog(log_path)
+        self.record = TrainingLog(log_path if world.is_main else None)
         self.meter: TrainMeter | None = None
         self.micro: Iterator[Batch] = iter(())
         self.last_loss, self.eval_before, self.eval_loss = float("nan"), None, None
@@ -163,16 +177,22 @@ class _TrainingRun:
         import torch
 
         trainable = sum(p.numel() for p in self.params)
-        plan = self.plan
+        plan, world = self.plan, self.world
+        processes = {}
+        if world.size > 1:
+            args = self.args
+            layout = world.layout(args.gradient_accumulation_steps, args.per_device_train_batch_size)
+            processes = {"processes": world.size, **layout}
         self.record(
             event="start", total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
-            sequences=len(self.train_examples), eval_sequences=len(self.eval_examples), trainable_params=trainable,
-            precision=self.precision, threads=self.threads, device=str(self.device),
-            args=self.args.model_dump(mode="json"),
+            sequences=len(self.train_examples), eval_sequences=len(self.eval_examples),
+            trainable_params=trainable, precision=self.precision, threads=self.threads,
+            device=str(self.device), args=self.args.model_dump(mode="json"), **processes,
         )
+        where = f"{self.threads} threads" + (f" in each of {world.size} processes" if world.size > 1 else "")
         log.info(
-            "Training %s parameters on %d sequences for %d steps (%s, %d threads)",
-            f"{trainable:,}", len(self.train_examples), plan.total_steps, self.precision, self.threads,
+            "Training %s parameters on %d sequences for %d steps (%s, %s)",
+            f"{trainable:,}", len(self.train_examples), plan.total_steps, self.precision, where,
         )
         self.meter = TrainMeter()
         micro = _micro_batches(self.train_examples, self.args, self.pad_id)
@@ -200,25 +220,32 @@ class _TrainingRun:
         meter = self.meter
         torch.set_num_threads(self.tuner.threads_for(step))
         step_started = time.perf_counter()
-        group = [next(self.micro) for _ in range(self.args.gradient_accumulation_steps)]
+        accumulation = self.args.gradient_accumulation_steps
+        group = [next(self.micro) for _ in range(accumulation)]
+        # The whole global batch's targets: every process divides by the same count.
         targets = sum(batch.num_targets for batch in group)
-        for batch in group:
+        mine = self.world.share(group)
+        for index, batch in mine:
+            torch.manual_seed(_dropout_seed(self.args.seed, (step - 1) * accumulation + index))
             with _autocast(self.device, self.dtype):
                 loss_sum = summed_loss(self.model, batch, self.args.label_smoothing_factor)
             (loss_sum / max(targets, 1)).backward()
             meter.add_batch(batch, float(loss_sum.detach()))
         meter.add_targets(targets)
+        self.world.sum_gradients(self.params)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.args.max_grad_norm or float("inf"))
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        change = self.tuner.observe(step, sum(b.num_tokens for b in group), time.perf_counter() - step_started)
+        step_tokens = sum(batch.num_tokens for _, batch in mine)
+        change = self.tuner.observe(step, step_tokens, time.perf_counter() - step_started)
         if change:
             progress.note(change)
             self.record(event="threads", step=step, threads=self.tuner.choice, message=change)
 
-        speed = meter.window_tokens / meter.window_seconds()
-        running = meter.window_loss / max(meter.window_targets, 1)
+        window_loss, window_tokens = self.world.sum([meter.window_loss, meter.window_tokens])
+        speed = window_tokens / meter.window_seconds()
+        running = window_loss / max(meter.window_targets, 1)
         is_log = self.plan.logs_at(step)
         learning_rate = self.scheduler.get_last_lr()[0]
         progress.step(step, running, speed, log_line=is_log, learning_rate=learning_rate)
@@ -247,11 +274,16 @@ class _TrainingRun:
         self.model.eval()
         meter, plan = self.meter, self.plan
         runtime = meter.elapsed()
-        tokens = meter.tokens
+        tokens, padding = (int(n) for n in self.world.sum([meter.tokens, meter.padding]))
+        processes = {}
+        if self.world.size > 1:
+            # Proof that every process trained: what each one ran through the model.
+            processes = {"sequences_per_process": self.world.gather(meter.sequences),
+                         "tokens_per_process": self.world.gather(meter.tokens)}
         result = TrainResult(
             steps=plan.total_steps, epochs=plan.epoch(plan.total_steps), train_loss=self.last_loss,
             eval_loss_before=self.eval_before, eval_loss=self.eval_loss, train_tokens=tokens,
-            padding_fraction=meter.padding / tokens if tokens else 0.0, runtime_s=runtime, precision=self.precision,
+            padding_fraction=padding / tokens if tokens else 0.0, runtime_s=runtime, precision=self.precision,
             history=self.record.history,
         )
         self.record(
@@ -259,28 +291,34 @@ class _TrainingRun:
             eval_loss_before=self.eval_before, eval_loss=self.eval_loss, train_tokens=tokens,
             padding_fraction=round(result.padding_fraction, 4), runtime_s=round(runtime, 2),
             eval_runtime_s=round(meter.eval_seconds, 2), threads=self.tuner.choice,
-            tokens_per_s=round(tokens / max(runtime - meter.eval_seconds, 1e-9), 1),
+            tokens_per_s=round(tokens / max(runtime - meter.eval_seconds, 1e-9), 1), **processes,
         )
         return result
 
     def _eval_loss(self) -> float:
-        return evaluate_loss(self.model, self.eval_examples, self.args.per_device_eval_batch_size, self.pad_id, self.dtype)
+        batch_size = self.args.per_device_eval_batch_size
+        return evaluate_loss(self.model, self.eval_examples, batch_size, self.pad_id, self.dtype, self.world)
 
 
-def evaluate_loss(model: torch.nn.Module, examples: Examples, batch_size: int, pad_id: int, dtype=None) -> float:
-    """Token-weighted mean next-token loss of `model` on `examples`."""
+def evaluate_loss(
+    model: torch.nn.Module, examples: Examples, batch_size: int, pad_id: int, dtype=None,
+    world: World | None = None,
+) -> float:
+    """Token-weighted mean next-token loss of `model` on `examples` (split over `world`'s processes)."""
     import torch
 
+    world = world or World()
     device = training_device()
     was_training = model.training
     model.eval()
     total = count = 0.0
     with torch.no_grad():
-        for batch in eval_batches(examples, batch_size, pad_id):
+        for batch in eval_batches(examples, batch_size, pad_id)[world.rank::world.size]:
             with _autocast(device, dtype):
                 total += float(summed_loss(model, batch))
             count += batch.num_targets
     model.train(was_training)
+    total, count = world.sum([total, count])
     return total / count if count else float("nan")
 
 
@@ -311,12 +349,18 @@ def _eval_interval(args: TrainingArgs, has_eval: bool, steps_per_epoch: int) -> 
     if strategy == "no" or not has_eval:
         if strategy != "no":
             log.warning(
-                "eval_strategy is '%s' but there is no eval data; set eval_dataset_size or eval_data_config", strategy
+                "eval_strategy is '%s' but there is no eval data; set eval_dataset_size or eval_data_config",
+                strategy,
             )
         return None
     if strategy == "epoch":
         return steps_per_epoch
     return args.eval_steps or args.logging_steps
+
+
+def _dropout_seed(seed: int, micro_batch: int) -> int:
+    """The seed of dropout (and NEFTune) draws for one micro-batch of the global stream."""
+    return seed * 1_000_003 + micro_batch
 
 
 def _autocast(device, dtype):

@@ -40,7 +40,8 @@ class TrainMeter:
         self.window_loss += loss_sum
         self.tokens += batch.num_tokens
         self.window_tokens += batch.num_tokens
-        self.padding += batch.num_tokens - int(batch.attention_mask.sum()) if batch.attention_mask is not None else 0
+        if batch.attention_mask is not None:
+            self.padding += batch.num_tokens - int(batch.attention_mask.sum())
         self.sequences += batch.input_ids.shape[0]
 
     def add_targets(self, targets: int) -> None:
