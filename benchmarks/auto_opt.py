@@ -31,8 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import print_table, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAVEL = ROOT.parent / "shared" / "data" / "travel" / "data_sample_travel.jsonl"

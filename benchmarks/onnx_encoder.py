@@ -16,15 +16,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import print_table, write_result
 
 BATCH, TOKENS = 8, 128
 FLOWS = {
@@ -101,7 +99,7 @@ def main() -> None:
     from transformers import AutoModel, AutoTokenizer
 
     from olivepress.api import run
-    from olivepress.passes.onnx.model_files import inference_session
+    from olivepress.models.onnx_session import inference_session
 
     model_dir = minilm_folder()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import print_table, write_result
 
 TRAVEL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "travel" / "data_sample_travel.jsonl"
 PPL_SEQ_LEN = 512

@@ -17,13 +17,11 @@ import importlib
 import json
 import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
-from quantize import held_out_texts, measure_perplexities  # noqa: E402
+from _common import print_table, write_result
+from quantize import held_out_texts, measure_perplexities
 
 
 def quantized_perplexities(algorithm: str, source: Path, texts: dict[str, str], options: dict, work: Path) -> dict:

@@ -25,8 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import print_table, write_result
 
 WORK = Path(__file__).parent / ".cache" / "search"
 

@@ -32,8 +32,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import print_table, write_result
 
 KEY = "bench-key"
 EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "olivepress" / "data" / "examples" / "travel_qa.jsonl"

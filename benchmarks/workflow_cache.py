@@ -17,8 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
+from _common import print_table, write_result
 
 CONFIG = {
     "input_model": {"type": "PyTorchModel", "config": {"hf_config": {"model_name": "default", "task": "text-generation"}}},

@@ -230,7 +230,7 @@ def test_data_config_from_flags_and_preview(tmp_path):
     data = write_jsonl(tmp_path / "d.jsonl", ROWS)
     other = write_jsonl(tmp_path / "e.jsonl", ROWS[:2])
     cfg = data_config_from_flags(
-        f"{data},{other}", text_template=SEED_TEMPLATE, max_seq_len=64, max_samples=5
+        [str(data), str(other)], text_template=SEED_TEMPLATE, max_seq_len=64, max_samples=5
     )
     assert cfg.load_dataset_config.data_files == [str(data), str(other)]
     assert cfg.pre_process_data_config.text_template.count("\n") == 3

@@ -15,6 +15,8 @@ from olivepress.api import run as run_workflow
 from olivepress.data import data_config_from_flags, heldout_text
 from olivepress.errors import OlivepressError
 from olivepress.models.handles import HfModel, OnnxModel
+from olivepress.models.onnx_session import inference_session, read_inference_settings
+from olivepress.models.tasks import resolve_task
 from olivepress.passes.base import PassContext
 from olivepress.passes.onnx import (
     export,
@@ -25,7 +27,7 @@ from olivepress.passes.onnx import (
     transformer_optimize,
 )
 from olivepress.passes.onnx.chains import describe_generic_chain, generic_chain, provider_available
-from olivepress.passes.onnx.model_files import inference_session, read_inference_settings, read_metadata
+from olivepress.passes.onnx.model_files import read_metadata
 from olivepress.passes.registry import find_pass
 
 SHIPPED_CALIBRATION = Path(__file__).resolve().parents[1] / "src" / "olivepress" / "data" / "text" / "calibration.txt"
@@ -143,14 +145,14 @@ def test_causal_lm_exports_logits_without_past(tiny_llama_dir, tmp_path):
 
 
 def test_task_comes_from_the_architecture_unless_set():
-    assert export.resolve_task(None, "text-generation", ["BertModel"]) == "feature-extraction"
-    assert export.resolve_task(None, "text-generation", ["LlamaForCausalLM"]) == "text-generation"
-    assert export.resolve_task(None, "sentence-similarity", ["BertModel"]) == "feature-extraction"
-    assert export.resolve_task("text-classification", "text-generation", ["BertModel"]) == "text-classification"
+    assert resolve_task(None, "text-generation", ["BertModel"]) == "feature-extraction"
+    assert resolve_task(None, "text-generation", ["LlamaForCausalLM"]) == "text-generation"
+    assert resolve_task(None, "sentence-similarity", ["BertModel"]) == "feature-extraction"
+    assert resolve_task("text-classification", "text-generation", ["BertModel"]) == "text-classification"
     with pytest.raises(OlivepressError, match="without a KV cache; for a decoder LLM with one use ModelBuilder"):
-        export.resolve_task("text-generation-with-past", None, None)
+        resolve_task("text-generation-with-past", None, None)
     with pytest.raises(OlivepressError, match="cannot export task 'translation'"):
-        export.resolve_task("translation", None, None)
+        resolve_task("translation", None, None)
 
 
 def test_optimization_keeps_outputs_and_reports_fusions(tiny_onnx, tiny_optimized, tiny_feeds, caplog):

@@ -1,14 +1,31 @@
-"""olivepress as Python functions: the same operations as the CLI commands."""
+"""olivepress as Python functions: each CLI command is its flags parsed, then one call here.
+
+    from olivepress import api
+    api.quantize("default", algorithm="awq", output_path="out/awq")
+    api.finetune("out/awq/model", data_files=["travel.jsonl"], text_template="{prompt} {response}",
+                 training_args={"max_steps": 100}, output_path="out/ft")
+    api.auto_opt("out/ft/model", adapter_path="out/ft/adapter", output_path="out/onnx")
+
+The functions take Python values (lists, numbers, DataConfig); parsing what a command line
+typed (comma lists, "0.1" vs "train[90%:]") is the CLI's job. Each builds a workflow config
+and runs it through the engine (`run`), so its passes are cached and its output written whole.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from olivepress.engine.runner import WorkflowResult
 from olivepress.models.handles import ModelHandle
 from olivepress.workflow.config import WorkflowConfig
+
+if TYPE_CHECKING:
+    from olivepress.data.config import DataConfig
+    from olivepress.share.registry import RegisteredVersion
+
+CACHE_DIR = ".olivepress-cache"
 
 
 def run(
@@ -38,10 +55,78 @@ def run(
     return result
 
 
-def finetune(
-    model_name_or_path: str | None = "default",
+def quantize(
+    model_name_or_path: str | Path = "default",
     *,
-    data_files: str | list[str],
+    output_path: str | Path,
+    algorithm: str = "awq",
+    precision: str = "int4",
+    group_size: int = 128,
+    sym: bool = False,
+    num_calib_samples: int | None = None,
+    calib_seq_len: int | None = None,
+    seed: int = 0,
+    include_lm_head: bool = False,
+    modules_to_not_convert: list[str] | None = None,
+    calibration_data: DataConfig | dict[str, Any] | None = None,
+    trust_remote_code: bool = False,
+    cache_dir: str | Path = CACHE_DIR,
+    clean_cache: bool = False,
+    log_level: int = 1,
+    summary: bool = True,
+) -> WorkflowResult:
+    """Quantize a model's weights (`algorithm`: awq, gptq, rtn; int4 or int8) into an AutoAWQ /
+    GPTQ checkpoint in OUTPUT/model, as `olivepress quantize`. `calibration_data` is the data
+    the algorithm calibrates on (default: text olivepress ships)."""
+    from olivepress.data.config import DataConfig
+    from olivepress.errors import OlivepressError, did_you_mean
+    from olivepress.passes.registry import command_passes
+
+    algorithms = command_passes("quantize")
+    pass_type = algorithms.get(algorithm.lower())
+    if pass_type is None:
+        raise OlivepressError(
+            f"unknown algorithm '{algorithm}'{did_you_mean(algorithm, algorithms)}; choose awq, gptq or rtn"
+        )
+    bits = {"int4": 4, "int8": 8}.get(precision.lower())
+    if bits is None:
+        raise OlivepressError(
+            f"--precision {precision} is not a weight-only precision this command writes; use int4 or int8"
+        )
+    options: dict[str, Any] = {
+        "type": pass_type, "bits": bits, "group_size": group_size, "seed": seed,
+        "include_lm_head": include_lm_head,
+    }
+    if sym:
+        options["sym"] = True
+    if num_calib_samples is not None:
+        options["num_calib_samples"] = num_calib_samples
+    if calib_seq_len is not None:
+        options["calib_seq_len"] = calib_seq_len
+    if modules_to_not_convert:
+        options["modules_to_not_convert"] = list(modules_to_not_convert)
+    data = calibration_data
+    if isinstance(data, dict):
+        data = DataConfig.model_validate(data)
+    if data is not None:
+        options["data_config"] = data.name
+    config = {
+        "input_model": {
+            "type": "HfModel", "model_path": str(model_name_or_path),
+            "load_kwargs": {"trust_remote_code": True} if trust_remote_code else {},
+        },
+        "data_configs": [data.model_dump()] if data else [],
+        "passes": {"quantize": options},
+        "output_dir": str(output_path),
+        "cache_dir": str(cache_dir),
+    }
+    return run(config, clean_cache=clean_cache, log_level=log_level, summary=summary)
+
+
+def finetune(
+    model_name_or_path: str | Path | None = "default",
+    *,
+    data_files: str | Path | list[str | Path],
     output_path: str | Path,
     method: str = "lora",
     data_name: str = "json",
@@ -56,7 +141,7 @@ def finetune(
     training_args: dict[str, Any] | None = None,
     pass_options: dict[str, Any] | None = None,
     trust_remote_code: bool = False,
-    cache_dir: str | Path = ".olivepress-cache",
+    cache_dir: str | Path = CACHE_DIR,
     clean_cache: bool = False,
     log_level: int = 1,
     summary: bool = True,
@@ -65,8 +150,9 @@ def finetune(
 
     The output folder gets `model/` (the base the adapter was trained on: for an AWQ/GPTQ
     model, that quantized checkpoint) and `adapter/` (a PEFT adapter, with
-    `training_log.jsonl`). `eval_split` holds data out for eval loss: a fraction (0.1), a
-    count (20), or a split of the data files ("train[90%:]"). `pass_options` are the pass's
+    `training_log.jsonl`). `data_files` is a file, a glob, or a list of them. `eval_split` holds
+    data out for eval loss: a fraction (0.1), a count (20), or a split of the data files
+    ("train[90%:]"). `pass_options` are the pass's
     other options (lora_r, lora_alpha, lora_dropout, target_modules, double_quant, ...),
     `training_args` Hugging Face TrainingArguments names. The data is checked (loaded and
     rendered) before any model is loaded, so a bad file or template fails at once.
@@ -78,19 +164,23 @@ def finetune(
     from olivepress.models.handles import HfModel
     from olivepress.models.loading import load_tokenizer
     from olivepress.models.resolve import resolve_model
-    from olivepress.passes.torch.lora import METHODS
+    from olivepress.passes.registry import command_passes
     from olivepress.ui import setup_logging
     from olivepress.workflow.load import load_workflow
 
     setup_logging(log_level)
-    pass_type = METHODS.get(method.lower())
+    methods = command_passes("finetune")
+    pass_type = methods.get(method.lower())
     if pass_type is None:
         raise OlivepressError(
-            f"unknown finetune method '{method}'{did_you_mean(method, METHODS)}; "
-            f"choose one of {', '.join(METHODS)}"
+            f"unknown finetune method '{method}'{did_you_mean(method, methods)}; "
+            f"choose one of {', '.join(methods)}"
         )
-    files = [data_files] if isinstance(data_files, str) else list(data_files)
-    files = [str(Path(f).expanduser().resolve()) if not set("*?[") & set(f) else f for f in ",".join(files).split(",") if f.strip()]
+    # Whole paths, so the cached pass names the same files wherever it is run from; globs as given.
+    files = [
+        name if set("*?[") & set(name) else str(Path(name).expanduser().resolve())
+        for name in map(str, data_files if isinstance(data_files, list) else [data_files])
+    ]
     data_flags = {
         "data_files": files, "data_name": data_name, "text_template": text_template, "text_field": text_field,
         "use_chat_template": use_chat_template, "max_seq_len": max_seq_len, "max_samples": max_samples,
@@ -99,18 +189,22 @@ def finetune(
     train_data = data_config_from_flags(split=split, name="train", **data_flags)
     options: dict[str, Any] = {"type": pass_type, "train_data_config": train_data.model_dump(exclude_unset=True)}
     eval_data = None
-    if isinstance(eval_split, str) and not _is_number(eval_split):  # a split of the data files, e.g. "train[90%:]"
+    if isinstance(eval_split, str):  # a split of the data files, e.g. "train[90%:]"
         eval_data = data_config_from_flags(split=eval_split, name="eval", **data_flags)
         options["eval_data_config"] = eval_data.model_dump(exclude_unset=True)
     elif eval_split is not None:
-        options["eval_dataset_size"] = _number(eval_split)
+        options["eval_dataset_size"] = eval_split
     options.update(pass_options or {})
     if training_args:
         options["training_args"] = dict(training_args)
 
-    model = resolve_model(model_name_or_path, load_kwargs={"trust_remote_code": True} if trust_remote_code else {})
+    load_kwargs = {"trust_remote_code": True} if trust_remote_code else {}
+    name = None if model_name_or_path is None else str(model_name_or_path)
+    model = resolve_model(name, load_kwargs=load_kwargs)
     if not isinstance(model, HfModel):
-        raise OlivepressError(f"{model.path} is an ONNX model; finetune trains adapters on a Hugging Face / PyTorch model")
+        raise OlivepressError(
+            f"{model.path} is an ONNX model; finetune trains adapters on a Hugging Face / PyTorch model"
+        )
     config = {
         "input_model": {"type": "HfModel", "model_path": model.path, "load_kwargs": model.load_kwargs},
         "passes": {method.lower(): options},
@@ -130,19 +224,107 @@ def finetune(
     return run(workflow.config, clean_cache=clean_cache, log_level=log_level, summary=summary)
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
+def auto_opt(
+    model_name_or_path: str | Path = "default",
+    *,
+    output_path: str | Path,
+    adapter_path: str | Path | None = None,
+    adapter_name: str = "default",
+    device: str | None = None,
+    provider: str | None = None,
+    precision: str = "int4",
+    use_ort_genai: bool = False,
+    int4_block_size: int | None = None,
+    int4_accuracy_level: int | None = None,
+    trust_remote_code: bool = False,
+    cache_dir: str | Path = CACHE_DIR,
+    skip_check: bool = False,
+    clean_cache: bool = False,
+    log_level: int = 1,
+    summary: bool = True,
+) -> WorkflowResult:
+    """Optimise a model into ONNX for a device and execution provider, as `olivepress auto-opt`.
+
+    A decoder the ORT GenAI builder knows becomes an ORT GenAI folder in OUTPUT/model (with
+    `adapter_path` as a switchable `adapter_weights.onnx_adapter` named `adapter_name`); other
+    models take the generic ONNX path. The result is compared with PyTorch before it is handed
+    over unless `skip_check` or the provider is not in this onnxruntime build; the comparison
+    is in the footprint (`result.footprint.checks`).
+    """
+    from olivepress.ui import console, setup_logging
+    from olivepress.workflow.auto_opt import plan_auto_opt
+
+    setup_logging(log_level)
+    plan = plan_auto_opt(
+        model_name_or_path, output_path=output_path, adapter_path=adapter_path, adapter_name=adapter_name,
+        device=device, provider=provider, precision=precision, use_ort_genai=use_ort_genai,
+        int4_block_size=int4_block_size, int4_accuracy_level=int4_accuracy_level,
+        trust_remote_code=trust_remote_code, cache_dir=cache_dir, skip_check=skip_check,
+    )
+    for message in plan.messages:
+        console.print(message)
+    result = run(plan.config, clean_cache=clean_cache, log_level=log_level, check=plan.check, summary=summary)
+    report = result.footprint.checks.get(str(result.flows[0].output_dir))
+    if report and summary:
+        console.print("Check against PyTorch:")
+        for line in report["lines"]:
+            console.print(f"  {line}")
+    return result
 
 
-def _number(value: float | int | str) -> float | int:
-    if isinstance(value, int | float):
-        return value
-    number = float(value)
-    return int(number) if number.is_integer() and "." not in value else number
+def convert_adapters(adapter_path: str | Path, model: str | Path, output_path: str | Path,
+                     name: str | None = None) -> Path:
+    """A PEFT LoRA adapter into an `.onnx_adapter` file for an auto-opt model (its output
+    folder or model/ folder), as `olivepress convert-adapters`; with `name`, also registered
+    in the model's adapters.json. Returns the file written."""
+    from olivepress.errors import OlivepressError
+    from olivepress.paths import atomic_file
+    from olivepress.runtime.adapters import convert_peft_adapter, register_adapter
+    from olivepress.runtime.generate import GenAIModel, genai_folder
+
+    output = Path(output_path)
+    if output.suffix != ".onnx_adapter":
+        raise OlivepressError(f"output path {output} should end in .onnx_adapter")
+    adapter_dir = Path(adapter_path)
+    if not adapter_dir.exists():
+        raise OlivepressError(f"adapter path {adapter_dir} does not exist; pass a PEFT adapter folder")
+    model_dir = genai_folder(model)
+    with atomic_file(output) as tmp:
+        convert_peft_adapter(adapter_dir, model_dir, tmp)
+        # Loading it into the model is the proof it fits; a file that does not load is not handed over.
+        GenAIModel(model_dir, adapters={"candidate": tmp})
+    if name:
+        register_adapter(model_dir, name, str(output.resolve()))
+    return output
+
+
+def package(
+    folder: str | Path, output_path: str | Path | None = None, *, name: str | None = None, version: str = "1",
+    adapters: dict[str, str | Path] | None = None,
+) -> Path:
+    """Pack an output folder (with `adapters`: name -> .onnx_adapter file) into a versioned
+    archive with a manifest, as `olivepress package`; returns the archive's path."""
+    from olivepress.share.package import build_package
+
+    return build_package(folder, output_path, name=name, version=version, adapters=adapters)
+
+
+def register(
+    path: str | Path, name: str, version: str | int | None = None, *, registry_uri: str | None = None,
+    description: str | None = None,
+) -> RegisteredVersion:
+    """Register an output folder or package archive in MLflow as the next version of `name`,
+    as `olivepress register`."""
+    from olivepress.share.registry import register as register_in_mlflow
+
+    return register_in_mlflow(path, name, version, uri=registry_uri, description=description)
+
+
+def pull(model: str, output_path: str | Path, *, registry_uri: str | None = None) -> Path:
+    """Download `models:/NAME/VERSION` and unpack it into `output_path`, as `olivepress pull`."""
+    from olivepress.share.registry import pull as pull_from_mlflow
+
+    return pull_from_mlflow(model, output_path, uri=registry_uri)
 
 
 def _clip(text: str, limit: int = 160) -> str:

@@ -8,6 +8,7 @@ that message on one line and exits non-zero, without a traceback.
 from __future__ import annotations
 
 import difflib
+import re
 from collections.abc import Iterable
 
 
@@ -26,3 +27,13 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     """' (did you mean X?)' when a candidate is close to `name`, else ''."""
     match = closest(name, candidates)
     return f" (did you mean '{match}'?)" if match else ""
+
+
+_ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of a library's exception, without terminal colours: for a one-line error."""
+    text = _ANSI_COLOURS.sub("", str(exc)).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return (line[:limit] + "...") if len(line) > limit else line

@@ -43,6 +43,7 @@ def add_parser(commands) -> None:
 
 
 def evaluator_from_flags(args: argparse.Namespace):
+    from olivepress.cli.data_flags import split_commas
     from olivepress.data import data_config_from_flags
     from olivepress.errors import OlivepressError, did_you_mean
     from olivepress.evaluate.config import EvaluatorConfig
@@ -61,7 +62,10 @@ def evaluator_from_flags(args: argparse.Namespace):
     }
     data = None
     if args.data_files:
-        data = data_config_from_flags(args.data_files, data_name=args.data_name, text_template=args.text_template, name="benchmark")
+        data = data_config_from_flags(
+            split_commas(args.data_files), data_name=args.data_name, text_template=args.text_template,
+            name="benchmark",
+        )
     elif "accuracy" in names:
         raise OlivepressError("--metrics accuracy needs --data_files: records with the prompt and the expected answer")
     metrics = []

@@ -20,26 +20,9 @@ def add_parser(commands) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from olivepress.errors import OlivepressError
-    from olivepress.paths import atomic_file
-    from olivepress.runtime.adapters import convert_peft_adapter, register_adapter
-    from olivepress.runtime.generate import GenAIModel, genai_folder
+    from olivepress.api import convert_adapters
     from olivepress.ui import console
 
-    output = Path(args.output_path)
-    if output.suffix != ".onnx_adapter":
-        raise OlivepressError(f"output path {output} should end in .onnx_adapter")
-    adapter_dir = Path(args.adapter_path)
-    if not adapter_dir.exists():
-        raise OlivepressError(f"adapter path {adapter_dir} does not exist; pass a PEFT adapter folder")
-    model_dir = genai_folder(args.model)
-    with atomic_file(output) as tmp:
-        convert_peft_adapter(adapter_dir, model_dir, tmp)
-        # Loading it into the model is the proof it fits; a file that does not load is not handed over.
-        GenAIModel(model_dir, adapters={"candidate": tmp})
-    if args.name:
-        register_adapter(model_dir, args.name, str(output.resolve()))
+    output = convert_adapters(args.adapter_path, args.model, args.output_path, name=args.name)
     console.print(f"Wrote {output}")
     return 0

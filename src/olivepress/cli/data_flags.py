@@ -28,12 +28,16 @@ def data_config_from_args(args: argparse.Namespace, name: str):
 
     if not args.data_files:
         return None
-    files = [part.strip() for part in args.data_files.split(",") if part.strip()]
     config = data_config_from_flags(
-        files if len(files) > 1 else files[0], data_name=args.data_name, split=args.split,
+        split_commas(args.data_files), data_name=args.data_name, split=args.split,
         text_template=args.text_template, text_field=args.text_field, use_chat_template=args.use_chat_template,
         max_samples=args.max_samples, name=name,
     )
     if not args.use_chat_template:
         preview_texts(config)  # a bad file or template fails here, in a second, not after loading a model
     return config
+
+
+def split_commas(value: str | None) -> list[str]:
+    """A comma-separated flag ("a.jsonl,b.jsonl", "q_proj,v_proj") as a list; [] when not given."""
+    return [part.strip() for part in (value or "").split(",") if part.strip()]

@@ -33,10 +33,11 @@ PASS_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules")
 def add_parser(commands) -> None:
     from olivepress.cli.common import add_logging_flags
     from olivepress.cli.data_flags import add_data_flags
-    from olivepress.passes.torch.lora import METHODS
+    from olivepress.passes.registry import command_passes
 
+    methods = command_passes("finetune")
     parser = commands.add_parser("finetune", help=HELP, description=HELP, epilog=EXAMPLE)
-    parser.add_argument("--method", default="lora", metavar="{" + ",".join(METHODS) + "}",
+    parser.add_argument("--method", default="lora", metavar="{" + ",".join(methods) + "}",
                         help="Adapter method (default lora). qlora holds the base in 4-bit NF4 while training.")
     parser.add_argument("-m", "--model_name_or_path", default="default",
                         help="HF folder (float, AWQ or GPTQ), olivepress output folder, .gguf file, HF id in the local "
@@ -86,14 +87,19 @@ def _report_unknown_flags_here(parser) -> None:
 
 def execute(args: argparse.Namespace) -> int:
     from olivepress.api import finetune
+    from olivepress.cli.data_flags import split_commas
     from olivepress.ui import console
 
     log_level = 0 if args.debug else args.log_level
-    training_args = {name: getattr(args, f"ta_{name}") for name in _training_flag_names() if getattr(args, f"ta_{name}") is not None}
+    given = {name: getattr(args, f"ta_{name}") for name in _training_flag_names()}
+    training_args = {name: value for name, value in given.items() if value is not None}
     pass_options = {name: getattr(args, name) for name in PASS_FLAGS if getattr(args, name) is not None}
+    if args.target_modules is not None:
+        pass_options["target_modules"] = split_commas(args.target_modules)
     result = finetune(
-        args.model_name_or_path, method=args.method, data_files=args.data_files, data_name=args.data_name,
-        split=args.split, eval_split=args.eval_split, text_template=args.text_template, text_field=args.text_field,
+        args.model_name_or_path, method=args.method, data_files=split_commas(args.data_files),
+        data_name=args.data_name, split=args.split, eval_split=eval_split(args.eval_split),
+        text_template=args.text_template, text_field=args.text_field,
         use_chat_template=args.use_chat_template, max_seq_len=args.max_seq_len, max_samples=args.max_samples,
         corpus_strategy="join" if args.packing else "line-by-line", training_args=training_args,
         pass_options=pass_options, trust_remote_code=args.trust_remote_code, output_path=args.output_path,
@@ -104,6 +110,17 @@ def execute(args: argparse.Namespace) -> int:
         console.print(f"Adapter:      [bold]{adapter}[/]", soft_wrap=True)
         console.print(f"Training log: {adapter}/training_log.jsonl", soft_wrap=True)
     return 0
+
+
+def eval_split(text: str | None) -> float | int | str | None:
+    """--eval_split as typed: a fraction ("0.1") or count ("20") held out, else a split name."""
+    if text is None:
+        return None
+    try:
+        number = float(text)
+    except ValueError:
+        return text  # a split of the data files, e.g. "train[90%:]"
+    return int(number) if number.is_integer() and "." not in text else number
 
 
 def _training_flag_names() -> list[str]:

@@ -29,13 +29,14 @@ def add_parser(commands) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
+    from olivepress.api import package
     from olivepress.cli.generate import parse_adapters
-    from olivepress.share.package import build_package, read_manifest
+    from olivepress.share.package import read_manifest
     from olivepress.ui import console, setup_logging
 
     setup_logging(0 if args.debug else args.log_level)
-    archive = build_package(args.path, args.output_path, name=args.name, version=args.version,
-                            adapters=parse_adapters(args.adapter))
+    archive = package(args.path, args.output_path, name=args.name, version=args.version,
+                      adapters=parse_adapters(args.adapter))
     manifest = read_manifest(archive)
     model = manifest["model"]
     adapters = ", ".join(manifest["adapters"]) or "none"

@@ -19,10 +19,10 @@ def add_parser(commands) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from olivepress.share.registry import pull
+    from olivepress.api import pull
     from olivepress.ui import console, setup_logging
 
     setup_logging(0 if args.debug else args.log_level)
-    folder = pull(args.model, args.output_path, uri=args.registry_uri)
+    folder = pull(args.model, args.output_path, registry_uri=args.registry_uri)
     console.print(f"Pulled {args.model} into {folder}")
     return 0

@@ -6,8 +6,6 @@ import argparse
 
 HELP = "Quantize a model's weights (AWQ, GPTQ or RTN; runs on a CPU) into an AutoAWQ / GPTQ checkpoint."
 
-ALGORITHMS = {"awq": "AWQ", "gptq": "GPTQ", "rtn": "RTN"}
-
 
 def add_parser(commands) -> None:
     from olivepress.cli.common import add_logging_flags
@@ -35,34 +33,17 @@ def add_parser(commands) -> None:
 
 
 def execute(args: argparse.Namespace) -> int:
-    from olivepress.api import run
-    from olivepress.cli.data_flags import data_config_from_args
-    from olivepress.errors import OlivepressError, did_you_mean
+    from olivepress.api import quantize
+    from olivepress.cli.data_flags import data_config_from_args, split_commas
 
-    algorithm = ALGORITHMS.get(args.algorithm.lower())
-    if algorithm is None:
-        raise OlivepressError(f"unknown algorithm '{args.algorithm}'{did_you_mean(args.algorithm, ALGORITHMS)}; choose awq, gptq or rtn")
-    bits = {"int4": 4, "int8": 8}.get(args.precision.lower())
-    if bits is None:
-        raise OlivepressError(f"--precision {args.precision} is not a weight-only precision this command writes; use int4 or int8")
-    options = {"type": algorithm, "bits": bits, "group_size": args.group_size, "seed": args.seed, "include_lm_head": args.include_lm_head}
-    if args.sym:
-        options["sym"] = True
-    for key in ("num_calib_samples", "calib_seq_len"):
-        if getattr(args, key) is not None:
-            options[key] = getattr(args, key)
-    if args.modules_to_not_convert:
-        options["modules_to_not_convert"] = [m.strip() for m in args.modules_to_not_convert.split(",") if m.strip()]
-    data = data_config_from_args(args, name="calibration")
-    config = {
-        "input_model": {
-            "type": "HfModel", "model_path": args.model_name_or_path,
-            "load_kwargs": {"trust_remote_code": True} if args.trust_remote_code else {},
-        },
-        "data_configs": [data.model_dump()] if data else [],
-        "passes": {"quantize": {**options, **({"data_config": "calibration"} if data else {})}},
-        "output_dir": args.output_path,
-        "cache_dir": args.cache_dir,
-    }
-    run(config, clean_cache=args.clean_cache, log_level=0 if args.debug else args.log_level)
+    quantize(
+        args.model_name_or_path, output_path=args.output_path, algorithm=args.algorithm,
+        precision=args.precision,
+        group_size=args.group_size, sym=args.sym, num_calib_samples=args.num_calib_samples,
+        calib_seq_len=args.calib_seq_len, seed=args.seed, include_lm_head=args.include_lm_head,
+        modules_to_not_convert=split_commas(args.modules_to_not_convert),
+        calibration_data=data_config_from_args(args, name="calibration"),
+        trust_remote_code=args.trust_remote_code,
+        cache_dir=args.cache_dir, clean_cache=args.clean_cache, log_level=0 if args.debug else args.log_level,
+    )
     return 0

@@ -34,7 +34,7 @@ def add_parser(commands) -> None:
 def execute(args: argparse.Namespace) -> int:
     import logging
 
-    from olivepress.share.registry import register
+    from olivepress.api import register
     from olivepress.ui import console, setup_logging
 
     setup_logging(0 if args.debug else args.log_level)
@@ -42,6 +42,7 @@ def execute(args: argparse.Namespace) -> int:
         logging.getLogger("olivepress").warning(
             "--resource_group/--workspace_name name an Azure ML workspace; olivepress registers in MLflow "
             "(use --registry_uri for a shared server)")
-    found = register(args.path, args.name, args.version, uri=args.registry_uri, description=args.description)
+    found = register(args.path, args.name, args.version, registry_uri=args.registry_uri,
+                     description=args.description)
     console.print(f"Registered {found.uri} in {found.registry_uri}")
     return 0

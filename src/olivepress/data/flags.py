@@ -26,9 +26,10 @@ def data_config_from_flags(
 ) -> DataConfig:
     """A DataConfig equal to what the same settings in a workflow config would give.
 
-    `data_files` and `text_cols` may be comma-separated, as typed on a command line. The
-    template is unescaped because a shell passes `"\\n"` through as backslash + n. Whether the
-    records can become text at all is checked when they are rendered (see `preview_texts`).
+    `data_files` is one file (or glob) or a list of them; `text_cols` one field or a list (the
+    CLI splits its comma-separated flags). The template is unescaped because a shell passes
+    `"\\n"` through as backslash + n. Whether the records can become text at all is checked
+    when they are rendered (see `preview_texts`).
     """
     pre: dict[str, object] = {"use_chat_template": use_chat_template, "corpus_strategy": corpus_strategy}
     if text_template is not None:
@@ -36,12 +37,12 @@ def data_config_from_flags(
     if text_field is not None:
         pre["text_field"] = text_field
     if text_cols is not None:
-        pre["text_cols"] = _split_commas(text_cols)
+        pre["text_cols"] = _as_list(text_cols)
     if max_seq_len is not None:
         pre["source_max_len"] = max_seq_len
     if max_samples is not None:
         pre["max_samples"] = max_samples
-    files = _split_commas(data_files)
+    files = _as_list(data_files)
     return DataConfig(
         name=name,
         load_dataset_config=LoadDatasetConfig(
@@ -65,6 +66,5 @@ def preview_texts(
     )
 
 
-def _split_commas(value: str | list[str]) -> list[str]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [item.strip() for item in items if item.strip()]
+def _as_list(value: str | list[str]) -> list[str]:
+    return [value] if isinstance(value, str) else list(value)

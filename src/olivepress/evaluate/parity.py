@@ -121,8 +121,8 @@ def check_onnx_parity(onnx_dir: Path, reference: HfModel, texts: tuple[str, ...]
     import torch
 
     from olivepress.models.loading import load_tokenizer
-    from olivepress.passes.onnx.export import load_for_task, resolve_task
-    from olivepress.passes.onnx.model_files import inference_session
+    from olivepress.models.onnx_session import inference_session
+    from olivepress.models.tasks import load_for_task, resolve_task
 
     architectures = json.loads((reference.folder / "config.json").read_text()).get("architectures")
     task = resolve_task(None, reference.task, architectures)

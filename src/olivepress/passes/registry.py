@@ -18,6 +18,8 @@ class PassSpec:
     name: str
     module_name: str
     aliases: tuple[str, ...] = ()
+    # The CLI command that offers the pass by its lower-case name (quantize --algorithm awq).
+    command: str | None = None
 
     @property
     def module(self) -> ModuleType:
@@ -28,20 +30,20 @@ PASSES: tuple[PassSpec, ...] = (
     PassSpec("ModelBuilder", "olivepress.passes.onnx.model_builder"),
     PassSpec("ExtractAdapters", "olivepress.passes.onnx.extract_adapters"),
     PassSpec("MergeAdapterWeights", "olivepress.passes.torch.merge_adapters"),
-    PassSpec("AWQ", "olivepress.passes.torch.awq", ("AutoAWQQuantizer",)),
-    PassSpec("GPTQ", "olivepress.passes.torch.gptq", ("GptqQuantizer",)),
-    PassSpec("RTN", "olivepress.passes.torch.rtn", ("Rtn",)),
+    PassSpec("AWQ", "olivepress.passes.torch.awq", ("AutoAWQQuantizer",), command="quantize"),
+    PassSpec("GPTQ", "olivepress.passes.torch.gptq", ("GptqQuantizer",), command="quantize"),
+    PassSpec("RTN", "olivepress.passes.torch.rtn", ("Rtn",), command="quantize"),
     PassSpec("OnnxConversion", "olivepress.passes.onnx.export"),
     PassSpec("OrtTransformersOptimization", "olivepress.passes.onnx.transformer_optimize", ("OrtTransformerOptimization",)),
     PassSpec("OnnxDynamicQuantization", "olivepress.passes.onnx.quantize_int8_dynamic"),
     PassSpec("OnnxStaticQuantization", "olivepress.passes.onnx.quantize_int8_static"),
     PassSpec("OnnxMatMul4Quantizer", "olivepress.passes.onnx.quantize_int4", ("OnnxBlockWiseRtnQuantization",)),
     PassSpec("OnnxFloatToFloat16", "olivepress.passes.onnx.fp16"),
-    PassSpec("LoRA", "olivepress.passes.torch.lora.lora"),
-    PassSpec("QLoRA", "olivepress.passes.torch.lora.qlora"),
-    PassSpec("DoRA", "olivepress.passes.torch.lora.dora"),
-    PassSpec("LoHa", "olivepress.passes.torch.lora.loha"),
-    PassSpec("LoKr", "olivepress.passes.torch.lora.lokr"),
+    PassSpec("LoRA", "olivepress.passes.torch.lora.lora", command="finetune"),
+    PassSpec("QLoRA", "olivepress.passes.torch.lora.qlora", command="finetune"),
+    PassSpec("DoRA", "olivepress.passes.torch.lora.dora", command="finetune"),
+    PassSpec("LoHa", "olivepress.passes.torch.lora.loha", command="finetune"),
+    PassSpec("LoKr", "olivepress.passes.torch.lora.lokr", command="finetune"),
 )
 
 
@@ -56,6 +58,11 @@ def _by_lower_name() -> dict[str, PassSpec]:
 def pass_names() -> list[str]:
     """Every accepted pass type name, canonical names first."""
     return [spec.name for spec in PASSES] + [a for spec in PASSES for a in spec.aliases]
+
+
+def command_passes(command: str) -> dict[str, str]:
+    """The passes a CLI command offers, by the lower-case name it takes (`awq` -> `AWQ`)."""
+    return {spec.name.lower(): spec.name for spec in PASSES if spec.command == command}
 
 
 def find_pass(type_name: str) -> PassSpec:

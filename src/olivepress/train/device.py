@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from olivepress.cpu import available_cores
+from olivepress.cpu import available_cores, torch_threads
 from olivepress.errors import OlivepressError
 
 if TYPE_CHECKING:
@@ -25,21 +25,20 @@ def training_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def use_all_cores() -> int:
-    """Give torch one thread per core this process may run on, unless OMP_NUM_THREADS says otherwise."""
+def training_threads() -> int:
+    """The threads training starts on: one per core this process may run on, unless
+    OMP_NUM_THREADS says otherwise."""
     import torch
 
-    if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(available_cores())
-    return torch.get_num_threads()
+    return torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else available_cores()
 
 
 @lru_cache(maxsize=1)
 def cpu_has_native_bf16() -> bool:
     """True when the CPU multiplies bf16 in hardware (AVX512-BF16, AMX, or Arm's BF16).
 
-    Without it, oneDNN emulates bf16 and a bf16 step is slower than an fp32 one (2-3x on an
-    AVX-512 Xeon without AVX512-BF16, measured), so autocast would only cost time.
+    Without it, oneDNN emulates bf16 and a bf16 step is slower than an fp32 one (figures in
+    docs/benchmarks.md, fine-tuning), so autocast would only cost time.
     """
     flags = _cpu_flags()
     if platform.machine().lower() in ("arm64", "aarch64"):
@@ -88,7 +87,7 @@ def _apple_bf16() -> bool:
 class ThreadTuner:
     """All cores, unless one thread measures faster: on a machine whose cores are busy with
     other work, OpenMP threads that spin while waiting for each other can make a training
-    step several times slower than one thread (3-5x measured on a shared 2-core machine).
+    step several times slower than one thread (docs/benchmarks.md, fine-tuning).
 
     `calibrate` times a forward pass on one thread and on all cores before training starts;
     then every `recheck` steps one step runs on all cores and the next on one thread, and the
@@ -106,18 +105,16 @@ class ThreadTuner:
 
     def calibrate(self, work: Callable[[], object]) -> str | None:
         """Time `work` (a forward pass) on one thread and on all cores, after one untimed run."""
-        import torch
-
         if not self.enabled:
             return None
-        torch.set_num_threads(1)
-        work()
+        with torch_threads(1):
+            work()
         timings = {}
         for threads in (1, self.cores):
-            torch.set_num_threads(threads)
-            started = time.perf_counter()
-            work()
-            timings[threads] = time.perf_counter() - started
+            with torch_threads(threads):
+                started = time.perf_counter()
+                work()
+                timings[threads] = time.perf_counter() - started
         return self._decide(many=timings[self.cores], one=timings[1])
 
     def threads_for(self, step: int) -> int:

@@ -16,7 +16,7 @@ from olivepress.data.tokenize import IGNORE_INDEX
 if TYPE_CHECKING:
     import torch
 
-    from olivepress.train.batching import Batch
+    from olivepress.train.micro_batches import Batch
 
 # model_type values whose *ForCausalLM forward is `lm_head(decoder(...))` and nothing more
 # (no logit scaling or soft-capping), so the head may be applied to a subset of positions.

@@ -13,6 +13,7 @@ from olivepress.errors import OlivepressError, did_you_mean
 from olivepress.evaluate.config import EvaluatorConfig
 from olivepress.passes.base import PassConfig
 from olivepress.passes.registry import PassSpec, find_pass
+from olivepress.targets import default_provider
 from olivepress.workflow.config import WorkflowConfig
 from olivepress.workflow.errors import explain
 from olivepress.workflow.normalize import normalize_workflow, user_code_references
@@ -222,9 +223,5 @@ def _target(config: WorkflowConfig) -> tuple[str, str]:
         device = target.accelerators[0].device
         providers = target.accelerators[0].execution_providers
     providers = config.execution_providers or providers
-    provider = providers[0] if providers else _default_provider(device)
+    provider = providers[0] if providers else default_provider(device)
     return device, provider
-
-
-def _default_provider(device: str) -> str:
-    return {"cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider", "npu": "QNNExecutionProvider"}[device]

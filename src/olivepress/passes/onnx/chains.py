@@ -29,11 +29,11 @@ from importlib import resources
 from typing import Any
 
 from olivepress.errors import OlivepressError, did_you_mean
+from olivepress.targets import ALIASES, DEVICES, canonical_provider, default_provider
 
 Chain = list[tuple[str, dict[str, Any]]]
 
 PRECISIONS = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16", "int8": "int8", "int4": "int4"}
-DEVICES = ("cpu", "gpu", "npu")
 
 
 @dataclass(frozen=True)
@@ -83,13 +83,9 @@ TARGETS = {
         conversion={"dynamic": False, "batch_size": 1, "sequence_length": 128},
     ),
 }
-PROVIDER_NAMES = {
-    **{target.provider.lower(): key for key, target in TARGETS.items()},
-    "cpu": "cpu", "cuda": "cuda", "gpu": "cuda", "rocm": "migraphx", "rocmexecutionprovider": "migraphx",
-    "migraphx": "migraphx", "dml": "dml", "directml": "dml", "webgpu": "webgpu", "tensorrt": "tensorrt", "trt": "tensorrt",
-    "nvtensorrtrtx": "nvtensorrtrtx", "openvino": "openvino", "qnn": "qnn", "npu": "qnn",
-}
-DEFAULT_PROVIDER = {"cpu": "cpu", "gpu": "cuda", "npu": "qnn"}
+# ROCm's chain is MIGraphX's: AMD's current graph compiler, which onnxruntime now ships instead.
+_RUNS_AS = {"ROCMExecutionProvider": "MIGraphXExecutionProvider"}
+_BY_PROVIDER = {target.provider: target for target in TARGETS.values()}
 
 
 def generic_chain(device: str, provider: str | None, precision: str) -> Chain:
@@ -114,13 +110,15 @@ def target_for(device: str, provider: str | None) -> Target:
     device = (device or "cpu").lower()
     if device not in DEVICES:
         raise OlivepressError(f"device '{device}' is not one of {', '.join(DEVICES)}{did_you_mean(device, DEVICES)}")
-    key = PROVIDER_NAMES.get((provider or DEFAULT_PROVIDER[device]).lower())
-    if key is None:
+    name = canonical_provider(provider) if provider else default_provider(device)
+    target = _BY_PROVIDER.get(_RUNS_AS.get(name, name)) if name else None
+    if target is None:
         known = ", ".join(target.provider for target in TARGETS.values())
         raise OlivepressError(
-            f"no generic ONNX chain for provider '{provider}'{did_you_mean(provider or '', PROVIDER_NAMES)}; known: {known}"
+            f"no generic ONNX chain for provider '{provider}'{did_you_mean(provider or '', ALIASES)}; "
+            f"known: {known}"
         )
-    return TARGETS[key]
+    return target
 
 
 def calibration_data_config() -> dict[str, Any]:

@@ -21,20 +21,19 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import tempfile
 import time
 import traceback
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, model_validator
 
 from olivepress.capture import output_to_file
-from olivepress.errors import OlivepressError, did_you_mean
+from olivepress.errors import OlivepressError, first_line
 from olivepress.models.handles import HfModel, OnnxModel
+from olivepress.models.tasks import TASKS, load_for_task, resolve_task
 from olivepress.passes.base import PassContext
 from olivepress.passes.onnx.model_files import (
     OnnxOutputConfig,
@@ -55,47 +54,6 @@ ACCEPTS = ("hf",)
 Exporter = Literal["torchscript", "dynamo"]
 
 
-@dataclass(frozen=True)
-class TaskSpec:
-    auto_class: str
-    # Output name -> the name of each axis (None: a fixed size, such as hidden or vocab).
-    outputs: dict[str, tuple[str | None, ...]]
-
-
-TASKS: dict[str, TaskSpec] = {
-    "feature-extraction": TaskSpec("AutoModel", {"last_hidden_state": ("batch", "sequence", None)}),
-    "text-classification": TaskSpec("AutoModelForSequenceClassification", {"logits": ("batch", None)}),
-    "token-classification": TaskSpec("AutoModelForTokenClassification", {"logits": ("batch", "sequence", None)}),
-    "fill-mask": TaskSpec("AutoModelForMaskedLM", {"logits": ("batch", "sequence", None)}),
-    "question-answering": TaskSpec(
-        "AutoModelForQuestionAnswering", {"start_logits": ("batch", "sequence"), "end_logits": ("batch", "sequence")}
-    ),
-    "text-generation": TaskSpec("AutoModelForCausalLM", {"logits": ("batch", "sequence", None)}),
-}
-TASK_ALIASES = {
-    "default": "feature-extraction",
-    "sentence-similarity": "feature-extraction",
-    "sentence-embeddings": "feature-extraction",
-    "embedding": "feature-extraction",
-    "sequence-classification": "text-classification",
-    "sentiment-analysis": "text-classification",
-    "ner": "token-classification",
-    "masked-lm": "fill-mask",
-    "causal-lm": "text-generation",
-}
-# The input model's task when nobody set one (HfModel's default): the architecture decides then.
-UNSET_TASK = "text-generation"
-# Suffix of the class names in config.json's `architectures` -> task.
-ARCHITECTURE_TASKS = (
-    ("ForCausalLM", "text-generation"),
-    ("LMHeadModel", "text-generation"),
-    ("ForSequenceClassification", "text-classification"),
-    ("ForTokenClassification", "token-classification"),
-    ("ForQuestionAnswering", "question-answering"),
-    ("ForMaskedLM", "fill-mask"),
-    ("Model", "feature-extraction"),
-)
-_ANSI_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx", ".onnx_data", ".data")
 
 
@@ -171,7 +129,7 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
                     _export(exporter, wrapper, trace_inputs, path, input_names, output_names, task, config)
             except Exception as exc:
                 ctx.log.debug("%s exporter failed:\n%s", exporter, traceback.format_exc())
-                failures.append(f"{exporter} exporter: {_first_line(exc)}")
+                failures.append(f"{exporter} exporter: {first_line(exc)}")
                 continue
             if config.verify:
                 problem = _compare(path, check_inputs, reference, config.verify_tolerance)
@@ -198,32 +156,6 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
     )
 
 
-def resolve_task(option: str | None, model_task: str | None, architectures: list[str] | None) -> str:
-    """The task to export for: the pass option, else the input model's own (when set), else
-    the one its architecture implies."""
-    if option:
-        return normalize_task(option)
-    if model_task and model_task != UNSET_TASK:
-        return normalize_task(model_task)
-    for architecture in architectures or []:
-        for suffix, task in ARCHITECTURE_TASKS:
-            if architecture.endswith(suffix):
-                return task
-    return normalize_task(model_task or "feature-extraction")
-
-
-def normalize_task(task: str) -> str:
-    name = task.strip().lower().replace("_", "-")
-    name = TASK_ALIASES.get(name, name)
-    if name in TASKS:
-        return name
-    if name.endswith("-with-past"):
-        raise OlivepressError(
-            f"task '{task}': OnnxConversion exports without a KV cache; for a decoder LLM with one use ModelBuilder"
-        )
-    raise OlivepressError(f"OnnxConversion cannot export task '{task}'{did_you_mean(name, TASKS)}; tasks: {', '.join(TASKS)}")
-
-
 def example_inputs(input_names: list[str], vocab_size: int, batch: int, length: int, seed: int) -> dict[str, torch.Tensor]:
     """Random token ids with a right-padded row, so the attention mask is never all ones (a
     model may skip its mask then, and a trace would lose it)."""
@@ -243,39 +175,6 @@ def _read_config(model: HfModel) -> dict[str, Any]:
     if not path.is_file():
         raise OlivepressError(f"{model.path} has no config.json; OnnxConversion takes a Hugging Face model folder")
     return json.loads(path.read_text())
-
-
-def load_for_task(model: HfModel, task: str) -> PreTrainedModel:
-    """The model with the head `task` needs, in float32 and eval mode (PEFT adapter merged)."""
-    import torch
-    import transformers
-
-    method = model.quantization_method()
-    if method is not None:
-        raise OlivepressError(
-            f"{model.path} is a '{method}' quantized checkpoint, which torch.onnx cannot export; export the float "
-            "model and quantize the ONNX model (OnnxMatMul4Quantizer, OnnxDynamicQuantization), or use ModelBuilder"
-        )
-    auto_class = getattr(transformers, TASKS[task].auto_class)
-    kwargs = dict(model.load_kwargs)
-    kwargs.setdefault("dtype", torch.float32)
-    # Eager attention exports to plain MatMul/Softmax, which every exporter handles and
-    # onnxruntime's fusions turn back into one Attention op.
-    kwargs.setdefault("attn_implementation", "eager")
-    try:
-        loaded = auto_class.from_pretrained(model.path, **kwargs)
-    except (ValueError, OSError, KeyError, TypeError) as exc:
-        raise OlivepressError(
-            f"cannot load {model.path} for {task} ({TASKS[task].auto_class}): {_first_line(exc)}; "
-            "set the pass's task to one this model has a head for"
-        ) from exc
-    if model.adapter_path:
-        from peft import PeftModel
-
-        loaded = PeftModel.from_pretrained(loaded, model.adapter_path).merge_and_unload()
-    if task == "text-generation":
-        loaded.config.use_cache = False
-    return loaded.eval()
 
 
 def _input_names(model: PreTrainedModel, task: str) -> list[str]:
@@ -358,7 +257,7 @@ def _compare(path: Path, inputs: dict[str, torch.Tensor], reference: list[np.nda
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         outputs = session.run(None, {name: tensor.numpy() for name, tensor in inputs.items()})
     except Exception as exc:
-        return f"onnxruntime cannot run the exported model: {_first_line(exc)}"
+        return f"onnxruntime cannot run the exported model: {first_line(exc)}"
     for name, got, want in zip([o.name for o in session.get_outputs()], outputs, reference, strict=True):
         if got.shape != want.shape:
             return f"output {name} has shape {list(got.shape)} where PyTorch gives {list(want.shape)}"
@@ -372,9 +271,3 @@ def _compare(path: Path, inputs: dict[str, torch.Tensor], reference: list[np.nda
 def _is_weight_or_export(path: Path) -> bool:
     name = path.name
     return name.endswith(WEIGHT_SUFFIXES) or name.endswith(".index.json") or name == "onnx"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = _ANSI_COLOURS.sub("", str(exc)).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return (line[:300] + "...") if len(line) > 300 else line

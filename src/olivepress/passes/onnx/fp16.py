@@ -13,11 +13,11 @@ from pathlib import Path
 from pydantic import Field
 
 from olivepress.models.handles import OnnxModel
+from olivepress.models.onnx_session import onnx_file
 from olivepress.passes.base import PassContext
 from olivepress.passes.onnx.model_files import (
     OnnxOutputConfig,
     load_model,
-    onnx_file,
     set_metadata,
     write_model,
 )

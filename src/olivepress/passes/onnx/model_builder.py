@@ -16,22 +16,18 @@ from olivepress.capture import output_to_file, tail
 from olivepress.errors import OlivepressError
 from olivepress.models.handles import HfModel, OnnxModel
 from olivepress.passes.base import PassConfig, PassContext
+from olivepress.targets import canonical_provider
 
 VERSION = 1
 ACCEPTS = ("hf",)
 
-# Execution provider names as ORT spells them -> the builder's short names.
+# Execution providers the builder builds for -> the builder's short names for them.
 BUILDER_PROVIDERS = {
-    "cpuexecutionprovider": "cpu",
-    "cpu": "cpu",
-    "cudaexecutionprovider": "cuda",
-    "cuda": "cuda",
-    "dmlexecutionprovider": "dml",
-    "dml": "dml",
-    "webgpuexecutionprovider": "webgpu",
-    "webgpu": "webgpu",
-    "nvtensorrtrtxexecutionprovider": "NvTensorRtRtx",
-    "nvtensorrtrtx": "NvTensorRtRtx",
+    "CPUExecutionProvider": "cpu",
+    "CUDAExecutionProvider": "cuda",
+    "DmlExecutionProvider": "dml",
+    "WebGpuExecutionProvider": "webgpu",
+    "NvTensorRTRTXExecutionProvider": "NvTensorRtRtx",
 }
 
 
@@ -74,7 +70,7 @@ def builder_architectures() -> set[str]:
 
 
 def builder_provider(name: str) -> str:
-    provider = BUILDER_PROVIDERS.get(name.lower())
+    provider = BUILDER_PROVIDERS.get(canonical_provider(name) or "")
     if provider is None:
         raise OlivepressError(
             f"the ORT GenAI model builder cannot build for '{name}'; it builds for CPU, CUDA, DML, WebGPU and "

@@ -18,11 +18,11 @@ from pydantic import Field, field_validator
 
 from olivepress.errors import OlivepressError
 from olivepress.models.handles import OnnxModel
+from olivepress.models.onnx_session import onnx_file
 from olivepress.passes.base import PassContext
 from olivepress.passes.onnx.model_files import (
     OnnxOutputConfig,
     load_model,
-    onnx_file,
     quiet_loggers,
     set_metadata,
     write_model,

@@ -6,12 +6,10 @@ and fixed scales are written as QuantizeLinear/DequantizeLinear pairs (QDQ, what
 TensorRT and OpenVINO read) or as QLinear* ops (QOperator).
 
 Two defaults depart from onnxruntime's. Activations are uint8 (with int8 weights), the pair
-x86 CPUs compute fastest (all-MiniLM-L6-v2, batch 8 x 128: about 15% faster than int8
-activations, same accuracy). And MatMuls that read a GELU output stay in float. A GELU
-output has a long tail of large values (the FFN down-projection's input in BERT-style models),
-and one fixed int8 scale for it loses the small values that carry most of the signal (on
-all-MiniLM-L6-v2, embedding cosine to float goes from 0.94 to 0.99 by leaving those six
-MatMuls alone).
+x86 CPUs compute fastest, at the same accuracy. And MatMuls that read a GELU output stay in
+float. A GELU output has a long tail of large values (the FFN down-projection's input in
+BERT-style models), and one fixed int8 scale for it loses the small values that carry most
+of the signal. docs/benchmarks.md (the encoder) has the figures for both.
 """
 
 from __future__ import annotations

@@ -19,10 +19,10 @@ from pydantic import Field
 
 from olivepress.errors import OlivepressError
 from olivepress.models.handles import OnnxModel
+from olivepress.models.onnx_session import onnx_file
 from olivepress.passes.base import PassContext
 from olivepress.passes.onnx.model_files import (
     OnnxOutputConfig,
-    onnx_file,
     quiet_loggers,
     set_metadata,
     write_model,

@@ -8,5 +8,7 @@ as `output_dir/model/` + `output_dir/adapter/`; the training log (JSON lines) is
 `adapter/training_log.jsonl`, beside the adapter's own files (PEFT ignores it).
 """
 
-# `olivepress finetune --method` names -> pass types.
-METHODS = {"lora": "LoRA", "qlora": "QLoRA", "dora": "DoRA", "loha": "LoHa", "lokr": "LoKr"}
+from olivepress.passes.registry import command_passes
+
+# `olivepress finetune --method` names -> pass types, as the pass registry lists them.
+METHODS = command_passes("finetune")
