@@ -218,6 +218,7 @@ def test_olive_lm_evaluator_shape_becomes_metrics(caplog):
         "max_length": 512,
         "model_class": "ortgenai",
         "execution_provider": "CPUExecutionProvider",
+        "device": "cpu",
         "goals": {f"{TASK}-acc": {"type": "max-degradation", "value": 0.1}},
     }
     logger = logging.getLogger("olivepress")  # other tests' runs may have set it up not to propagate
@@ -228,18 +229,15 @@ def test_olive_lm_evaluator_shape_becomes_metrics(caplog):
     finally:
         logger.removeHandler(caplog.handler)
     lm, size = evaluator.metrics
-    assert (lm.name, lm.type, lm.task, lm.batch_size, lm.limit, lm.max_length, lm.backend) == (
-        TASK,
-        "lm_eval",
-        TASK,
-        8,
-        0.5,
-        512,
-        "ort-genai",
-    )
+    got = (lm.name, lm.type, lm.task, lm.batch_size, lm.limit, lm.max_length, lm.backend)
+    # ortgenai is an ORT GenAI folder's own runtime: 'auto', so an HF input model still runs on PyTorch
+    assert got == (TASK, "lm_eval", TASK, 8, 0.5, 512, "auto")
     assert size.type == "size_on_disk"
     assert [(s.name, s.goal.type) for s in lm.sub_types] == [("acc", "max-degradation")]
     assert "execution_provider" in caplog.text and "does not apply" in caplog.text
+    assert "'device'" not in caplog.text  # the CPU is where it runs
+    ort = lm_evaluator_metrics({"type": "LMEvaluator", "tasks": [TASK], "model_class": "ort"})
+    assert ort["metrics"][0]["backend"] == "onnxruntime"
     # Olive's '<task>-<score>' and olivepress's '<task>.<score>' name the same result.
     assert evaluator.find(f"{TASK}-acc_norm")[1].name == "acc_norm"
     with pytest.raises(OlivepressError, match="did you mean 'batch_size'"):

@@ -34,8 +34,11 @@ _OPTIONS = {
     "bootstrap_iters": "bootstrap_iters",
     "include_path": "include_path",
 }
-# Olive's model_class -> the backend that runs the same model here.
-_MODEL_CLASSES = {"hf": "pytorch", "ort": "onnxruntime", "ortgenai": "ort-genai"}
+# Olive's model_class -> the backend here. 'hf' and 'ortgenai' are what a Hugging Face folder and
+# an ORT GenAI folder run on anyway ('auto'), so a recipe that names the runtime of its output
+# model still evaluates its Hugging Face input model on PyTorch; 'ort' asks for a plain
+# ONNX Runtime session, also on an ORT GenAI folder's decoder.
+_MODEL_CLASSES = {"hf": "auto", "ort": "onnxruntime", "ortgenai": "auto"}
 # Olive options that olivepress accepts and why they change nothing here.
 _NOT_APPLYING = {
     "execution_provider": "ONNX models run on the workflow's execution_provider",
@@ -63,7 +66,7 @@ def lm_evaluator_metrics(spec: dict[str, Any]) -> dict[str, Any]:
                 f"LMEvaluator has no option '{key}'{did_you_mean(key, known)}; "
                 f"known: {', '.join(sorted(known))}"
             )
-        if key in _NOT_APPLYING:
+        if key in _NOT_APPLYING and not (key == "device" and str(spec[key]).lower() == "cpu"):
             log.warning("LMEvaluator: '%s' does not apply here: %s", key, _NOT_APPLYING[key])
     tasks = spec.get("tasks")
     tasks = [tasks] if isinstance(tasks, str) else tasks
