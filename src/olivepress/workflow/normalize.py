@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from olivepress.errors import OlivepressError
 from olivepress.evaluate.config import EvaluatorConfig
+from olivepress.evaluate.lm_evaluator import is_lm_evaluator, lm_evaluator_metrics
 from olivepress.workflow.config import SUPPORTED_SYSTEMS
 from olivepress.workflow.errors import explain
 from olivepress.workflow.search_config import SearchStrategyConfig
@@ -70,6 +71,8 @@ _METRIC_KEYS = {"warmup_num": "warmup_runs", "repeat_test_num": "timed_runs", "e
 
 def _evaluator(spec: Any) -> Any:
     spec = _unwrap_config(spec)
+    if is_lm_evaluator(spec):  # Olive's lm-eval evaluator: one lm_eval metric per task
+        spec = lm_evaluator_metrics(spec)
     if not isinstance(spec, dict) or not isinstance(spec.get("metrics"), list):
         return spec
     return {**spec, "metrics": [_metric(metric) for metric in spec["metrics"]]}
