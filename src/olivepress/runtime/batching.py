@@ -101,6 +101,26 @@ def runs_on_cpu(folder: Path) -> bool:
     return all(not options or set(options) <= {"cpu"} for options in session.get("provider_options", []))
 
 
+@dataclass(frozen=True)
+class BatcherStats:
+    """What the batcher has done so far: a snapshot, safe to read from any thread."""
+
+    steps: int  # batched decode steps run
+    rows_stepped: int  # rows over those steps
+    prompt_tokens: int  # prompt tokens seen...
+    cached_prompt_tokens: int  # ...of which these came from the prefix cache
+
+    @property
+    def mean_batch(self) -> float | None:
+        """Mean rows per decode step; None before the first step."""
+        return self.rows_stepped / self.steps if self.steps else None
+
+    @property
+    def cached_prompt_fraction(self) -> float | None:
+        """Share of prompt tokens the prefix cache spared; None before the first prompt."""
+        return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+
 class PrefixCache:
     """The key/value caches of recent prompts, per adapter, so a prompt that begins like an
     earlier one (the chat template's system prompt, a shared instruction, a conversation's
@@ -187,10 +207,8 @@ class BatchedDecoder:
         self._incoming: queue.Queue[_Row] = queue.Queue()
         self._stop = threading.Event()
         self.prefixes = PrefixCache()
-        self.prompt_tokens = 0  # prompt tokens seen, of which cached_prompt_tokens came from the prefix cache
-        self.cached_prompt_tokens = 0
-        self.steps = 0  # batched decode steps run
-        self.rows_stepped = 0  # rows over those steps: rows_stepped / steps is the mean batch
+        # Counters for stats(); written by the scheduler thread only.
+        self._prompt_tokens = self._cached_prompt_tokens = self._steps = self._rows_stepped = 0
         self._thread = threading.Thread(target=self._loop, name="olivepress-batcher", daemon=True)
         self._thread.start()
 
@@ -211,6 +229,10 @@ class BatchedDecoder:
                 yield item
         finally:
             row.cancelled.set()
+
+    def stats(self) -> BatcherStats:
+        """Decode steps, rows over them, and prompt tokens (cached and all) so far."""
+        return BatcherStats(self._steps, self._rows_stepped, self._prompt_tokens, self._cached_prompt_tokens)
 
     def close(self) -> None:
         self._stop.set()
@@ -281,8 +303,8 @@ class BatchedDecoder:
             return
         row.cache, row.length = [value.numpy() for value in present], len(row.prompt)
         self.prefixes.add(row.adapter, row.prompt, row.cache)
-        self.prompt_tokens += len(row.prompt)
-        self.cached_prompt_tokens += reused
+        self._prompt_tokens += len(row.prompt)
+        self._cached_prompt_tokens += reused
         self._emit(row, int(np.argmax(logits[0])))
         if not self._finished(row):
             active.append(row)
@@ -310,8 +332,8 @@ class BatchedDecoder:
                 row.tokens.put(exc)
             return
         self._packed = (members, present, list(rows))
-        self.steps += 1
-        self.rows_stepped += len(rows)
+        self._steps += 1
+        self._rows_stepped += len(rows)
         for b, row in enumerate(rows):
             row.cache = None  # it lives in the batch's cache now, row b
             row.length += 1
