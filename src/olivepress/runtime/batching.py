@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from olivepress.errors import OlivepressError
+from olivepress.runtime.adapter_precision import model_precision, remove_decoders
+from olivepress.runtime.adapters import RANK_DIM
 from olivepress.runtime.lora_mix import LoraMix, add_row_gates
 from olivepress.runtime.lora_switch import inline_lora_branch
 
@@ -73,6 +75,7 @@ def serving_graph(model_file: Path) -> tuple[bytes, tuple | None]:
 
     model = onnx.load(str(model_file), load_external_data=False)
     inline_lora_branch(model)  # rows mix adapters and the base model: the LoRA branch serves them all
+    remove_decoders(model, RANK_DIM)  # the LoRA matrices are fed as floats (LoraMix decodes them)
     lora = add_row_gates(model)
     graph = model.graph
     producer = {output: node for node in graph.node for output in node.output}
@@ -175,6 +178,7 @@ class BatchedDecoder:
     returned iterator of token ids. One scheduler thread runs every model call."""
 
     def __init__(self, folder: Path, adapter_files: dict[str, Path], *, max_batch: int = 8):
+        import onnx
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -191,7 +195,8 @@ class BatchedDecoder:
         # A graph given as bytes reads its external weights from this folder.
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        self.mix = LoraMix(*lora, adapter_files) if lora else None
+        precision = model_precision(onnx.load(str(folder / "model.onnx"), load_external_data=False))
+        self.mix = LoraMix(*lora, adapter_files, precision) if lora else None
         config = json.loads((folder / "genai_config.json").read_text())["model"]
         eos = config.get("eos_token_id", [])
         self.eos = set(eos if isinstance(eos, list) else [eos])
