@@ -9,10 +9,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,23 +28,32 @@ from olivepress.workflow.config import SystemConfig
 from olivepress.workflow.load import load_workflow
 from olivepress.workflow.normalize import use_ray_host
 from olivepress.workflow.search_config import Objective, SearchStrategyConfig
+from ray_cluster import SRC, LocalRayCluster
 from test_cli import write
-
-SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 def _search_config(tmp_path: Path, model: Path, tag: str) -> dict:
     """Four candidates that share their first pass: an fp32 build, then int4 two ways x two blocks."""
     return {
         "input_model": {"model_path": str(model)},
-        "passes": {"builder": {"type": "ModelBuilder", "precision": "fp32"},
-                   "q": {"type": "OnnxMatMul4Quantizer", "block_size": [16, 32], "is_symmetric": [True, False]}},
-        "evaluator": {"metrics": [
-            {"name": "ppl", "type": "perplexity", "seq_len": 32, "sub_types": [{"name": "perplexity", "priority": 1}]},
-            {"name": "size", "type": "size_on_disk"},
-        ]},
+        "passes": {
+            "builder": {"type": "ModelBuilder", "precision": "fp32"},
+            "q": {"type": "OnnxMatMul4Quantizer", "block_size": [16, 32], "is_symmetric": [True, False]},
+        },
+        "evaluator": {
+            "metrics": [
+                {
+                    "name": "ppl",
+                    "type": "perplexity",
+                    "seq_len": 32,
+                    "sub_types": [{"name": "perplexity", "priority": 1}],
+                },
+                {"name": "size", "type": "size_on_disk"},
+            ]
+        },
         "search_strategy": {"execution_order": "joint", "sampler": "sequential"},
-        "cache_dir": str(tmp_path / tag / "cache"), "output_dir": str(tmp_path / tag / "out"),
+        "cache_dir": str(tmp_path / tag / "cache"),
+        "output_dir": str(tmp_path / tag / "out"),
     }
 
 
@@ -54,36 +61,61 @@ def _search_config(tmp_path: Path, model: Path, tag: str) -> dict:
 
 
 def test_a_ray_system_in_the_seed_shape_is_the_host(tiny_llama_dir):
-    workflow = load_workflow({
-        "input_model": {"model_path": str(tiny_llama_dir)},
-        "systems": {"cluster": {"type": "Ray", "config": {
-            "address": "ray://head:10001", "resources_per_trial": {"num_cpus": 2, "num_gpus": 0.5}}}},
-        "engine": {"host": "cluster"},
-    })
+    workflow = load_workflow(
+        {
+            "input_model": {"model_path": str(tiny_llama_dir)},
+            "systems": {
+                "cluster": {
+                    "type": "Ray",
+                    "config": {
+                        "address": "ray://head:10001",
+                        "resources_per_trial": {"num_cpus": 2, "num_gpus": 0.5},
+                    },
+                }
+            },
+            "engine": {"host": "cluster"},
+        }
+    )
     assert workflow.host.type == "Ray" and workflow.host.address == "ray://head:10001"
-    assert (workflow.host.resources_per_trial.num_cpus, workflow.host.resources_per_trial.num_gpus) == (2, 0.5)
+    assert (workflow.host.resources_per_trial.num_cpus, workflow.host.resources_per_trial.num_gpus) == (
+        2,
+        0.5,
+    )
     assert load_workflow({"input_model": {"model_path": str(tiny_llama_dir)}}).host is None
 
 
 def test_ray_options_on_a_local_system_are_one_line_errors(tiny_llama_dir):
     with pytest.raises(OlivepressError, match="options of a Ray system; set type Ray"):
-        load_workflow({"input_model": {"model_path": str(tiny_llama_dir)},
-                       "systems": {"here": {"type": "LocalSystem", "address": "auto"}}})
+        load_workflow(
+            {
+                "input_model": {"model_path": str(tiny_llama_dir)},
+                "systems": {"here": {"type": "LocalSystem", "address": "auto"}},
+            }
+        )
     with pytest.raises(OlivepressError, match="unknown key 'num_cpu' in systems.c.resources_per_trial"):
-        load_workflow({"input_model": {"model_path": str(tiny_llama_dir)},
-                       "systems": {"c": {"type": "Ray", "resources_per_trial": {"num_cpu": 1}}}})
+        load_workflow(
+            {
+                "input_model": {"model_path": str(tiny_llama_dir)},
+                "systems": {"c": {"type": "Ray", "resources_per_trial": {"num_cpu": 1}}},
+            }
+        )
 
 
 def test_run_ray_adds_a_ray_host_and_keeps_the_target(tiny_llama_dir):
-    raw = {"input_model": {"model_path": str(tiny_llama_dir)},
-           "systems": {"local_system": {"type": "LocalSystem", "config": {"accelerators": ["cpu"]}}},
-           "engine": {"host": "local_system", "cache_dir": "c"}}
+    raw = {
+        "input_model": {"model_path": str(tiny_llama_dir)},
+        "systems": {"local_system": {"type": "LocalSystem", "config": {"accelerators": ["cpu"]}}},
+        "engine": {"host": "local_system", "cache_dir": "c"},
+    }
     workflow = load_workflow(use_ray_host(raw, "127.0.0.1:6379"))
     assert workflow.host.type == "Ray" and workflow.host.address == "127.0.0.1:6379"
     assert workflow.config.target == "local_system" and workflow.device == "cpu"
     # a Ray host already named keeps its resources and gets the new address
-    raw = {"input_model": {"model_path": str(tiny_llama_dir)}, "host": "c",
-           "systems": {"c": {"type": "Ray", "address": "auto", "resources_per_trial": {"num_cpus": 2}}}}
+    raw = {
+        "input_model": {"model_path": str(tiny_llama_dir)},
+        "host": "c",
+        "systems": {"c": {"type": "Ray", "address": "auto", "resources_per_trial": {"num_cpus": 2}}},
+    }
     workflow = load_workflow(use_ray_host(raw, "local"))
     assert workflow.host.address == "local" and workflow.host.resources_per_trial.num_cpus == 2
     assert list(workflow.config.systems) == ["c"]
@@ -101,27 +133,36 @@ def test_a_ray_host_without_ray_installed_says_what_to_install(monkeypatch):
 
 def _scored(point: dict, value: float | None) -> Candidate:
     if value is None:
-        return Candidate(index=0, point=point, model=None, nodes=[], metrics={}, error="worker died (lost twice on Ray)")
+        return Candidate(
+            index=0, point=point, model=None, nodes=[], metrics={}, error="worker died (lost twice on Ray)"
+        )
     return Candidate(index=0, point=point, model=None, nodes=[], metrics={"s.x": MetricValue(value, True)})
 
 
 @pytest.mark.parametrize("sampler", ["sequential", "tpe"])
 def test_a_failed_candidate_is_kept_but_never_chosen_and_the_search_goes_on(tiny_llama_dir, sampler):
-    workflow = load_workflow({
-        "input_model": {"model_path": str(tiny_llama_dir)},
-        "passes": {"builder": {"type": "ModelBuilder", "int4_block_size": [16, 32, 64, 128]}},
-        "evaluator": {"metrics": [{"name": "s", "type": "size_on_disk"}]},
-        "search_strategy": {"objectives": ["s.size_mb"]},
-    })
+    workflow = load_workflow(
+        {
+            "input_model": {"model_path": str(tiny_llama_dir)},
+            "passes": {"builder": {"type": "ModelBuilder", "int4_block_size": [16, 32, 64, 128]}},
+            "evaluator": {"metrics": [{"name": "s", "type": "size_on_disk"}]},
+            "search_strategy": {"objectives": ["s.size_mb"]},
+        }
+    )
     batches = []
 
     def evaluate_points(points):
         batches.append(len(points))
         # the best point (block 128) is the one whose worker was lost
-        return [_scored(p, None if p["builder.int4_block_size"] == 128 else p["builder.int4_block_size"]) for p in points]
+        return [
+            _scored(p, None if p["builder.int4_block_size"] == 128 else p["builder.int4_block_size"])
+            for p in points
+        ]
 
     strategy = SearchStrategyConfig.model_validate({"sampler": sampler, "max_samples": 4, "seed": 0})
-    candidates = search(workflow.flows[0], strategy, [Objective("s.x", True)], [], {}, evaluate_points, slots=2)
+    candidates = search(
+        workflow.flows[0], strategy, [Objective("s.x", True)], [], {}, evaluate_points, slots=2
+    )
     assert len(candidates) == 4 and [c.index for c in candidates] == [1, 2, 3, 4]
     failed = [c for c in candidates if c.error]
     assert [c.point["builder.int4_block_size"] for c in failed] == [128]
@@ -145,8 +186,10 @@ def test_two_processes_sharing_a_cache_build_an_entry_once(tmp_path, tiny_llama_
         return HfModel(path=str(out))
 
     entries = []
-    threads = [threading.Thread(target=lambda: entries.append(PassCache(tmp_path).get_or_run("k" * 32, produce)))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: entries.append(PassCache(tmp_path).get_or_run("k" * 32, produce)))
+        for _ in range(2)
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -159,96 +202,57 @@ def test_two_processes_sharing_a_cache_build_an_entry_once(tmp_path, tiny_llama_
 # --- a real two-node Ray cluster on loopback ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _start_node(args: list[str], log: Path, env: dict[str, str]) -> subprocess.Popen:
-    """`ray start --block` in a session of its own: every process of the node stays in it."""
-    ray = str(Path(sys.executable).parent / "ray")
-    ports = ["--dashboard-agent-listen-port", "--dashboard-agent-grpc-port", "--metrics-export-port",
-             "--runtime-env-agent-port"]
-    fixed = [item for name in ports for item in (name, str(_free_port()))]
-    return subprocess.Popen(
-        [ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
-         "--object-store-memory", str(100 * 2**20), "--disable-usage-stats", *fixed, *args],
-        env=env, start_new_session=True, stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )
-
-
-def _session_processes(session: int) -> list[int]:
-    pids = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[3]) == session:  # after ')': state, ppid, pgrp, session
-            pids.append(int(stat.parent.name))
-    return pids
-
-
-def _stop_node(node: subprocess.Popen) -> None:
-    """Kill this node's processes only (`ray stop` would stop every Ray cluster on the machine)."""
-    for pid in _session_processes(node.pid):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    node.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[tuple[str, list[subprocess.Popen]]]:
+def ray_cluster() -> Iterator[LocalRayCluster]:
     """A head node and a worker node of one CPU each on 127.0.0.1, this process connected."""
     ray = pytest.importorskip("ray")
-    temp = Path(tempfile.mkdtemp(prefix="rh", dir="/tmp"))  # short: Ray's socket paths have a length limit
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-           "RAY_USAGE_STATS_ENABLED": "0"}
-    address = f"127.0.0.1:{_free_port()}"
-    nodes = []
-    try:
-        nodes.append(_start_node(
-            ["--head", "--port", address.split(":")[1], "--temp-dir", str(temp), "--include-dashboard", "false",
-             "--ray-client-server-port", str(_free_port()), "--dashboard-port", str(_free_port())],
-            temp / "head.log", env))
-        deadline = time.monotonic() + 120
-        while not any(temp.glob("session_latest/logs/raylet.out")):
-            assert nodes[0].poll() is None and time.monotonic() < deadline, (temp / "head.log").read_text()
-            time.sleep(0.5)
-        nodes.append(_start_node(["--address", address], temp / "worker.log", env))
-        ray.init(address=address, logging_level="WARNING")
-        while ray.cluster_resources().get("CPU", 0) < 2:
-            assert nodes[1].poll() is None and time.monotonic() < deadline, (temp / "worker.log").read_text()
-            time.sleep(0.5)
-        yield address, nodes
-    finally:
-        ray.shutdown()
-        for node in reversed(nodes):
-            _stop_node(node)
-        shutil.rmtree(temp, ignore_errors=True)
+    from ray_cluster import local_ray_cluster
+
+    with local_ray_cluster(nodes=2) as cluster:
+        ray.init(address=cluster.address, logging_level="WARNING")
+        try:
+            yield cluster
+        finally:
+            ray.shutdown()
 
 
 def _outcome(footprint: dict) -> dict:
     """What must not depend on where the candidates ran: models, options, metrics, the choice."""
     (evaluation,) = footprint["evaluations"]
     return {
-        "nodes": sorted((n["model_id"], n["parent_model_id"], json.dumps(n["config"], sort_keys=True)) for n in footprint["nodes"]),
-        "candidates": [(c["point"], c["model_id"], c["meets_goals"], c["pareto"],
-                        {name: round(m["value"], 4) for name, m in c["metrics"].items()}) for c in evaluation["candidates"]],
+        "nodes": sorted(
+            (n["model_id"], n["parent_model_id"], json.dumps(n["config"], sort_keys=True))
+            for n in footprint["nodes"]
+        ),
+        "candidates": [
+            (
+                c["point"],
+                c["model_id"],
+                c["meets_goals"],
+                c["pareto"],
+                {name: round(m["value"], 4) for name, m in c["metrics"].items()},
+            )
+            for c in evaluation["candidates"]
+        ],
         "chosen": evaluation["chosen"],
         "input_metrics": {name: round(m["value"], 4) for name, m in footprint["input_metrics"].items()},
     }
 
 
 @pytest.mark.slow
-def test_a_search_on_a_ray_cluster_matches_the_local_run_and_reuses_the_cache(ray_cluster, tmp_path, tiny_llama_dir):
+def test_a_search_on_a_ray_cluster_matches_the_local_run_and_reuses_the_cache(
+    ray_cluster, tmp_path, tiny_llama_dir
+):
     from olivepress.api import run
 
-    local = run(_search_config(tmp_path, tiny_llama_dir, "local"), summary=False, log_level=3).footprint.to_dict()
-    config = {**_search_config(tmp_path, tiny_llama_dir, "ray"), "systems": {"cluster": {"type": "Ray"}}, "host": "cluster"}
+    local = run(
+        _search_config(tmp_path, tiny_llama_dir, "local"), summary=False, log_level=3
+    ).footprint.to_dict()
+    config = {
+        **_search_config(tmp_path, tiny_llama_dir, "ray"),
+        "systems": {"cluster": {"type": "Ray"}},
+        "host": "cluster",
+    }
     on_ray = run(config, summary=False, log_level=3).footprint.to_dict()
     assert on_ray["host"]["type"] == "Ray" and on_ray["host"]["slots"] == 2
     (evaluation,) = on_ray["evaluations"]
@@ -266,28 +270,25 @@ def test_a_search_on_a_ray_cluster_matches_the_local_run_and_reuses_the_cache(ra
     assert _outcome(again) == _outcome(local)
 
 
-def _candidate_workers(nodes: list[subprocess.Popen]) -> list[int]:
-    """Ray worker processes of our cluster that are running a candidate right now."""
-    running = []
-    for node in nodes:
-        for pid in _session_processes(node.pid):
-            try:
-                title = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
-            except OSError:
-                continue
-            if title.startswith(b"ray::olivepress-candidate"):
-                running.append(pid)
-    return running
-
-
 @pytest.mark.slow
 def test_a_worker_killed_mid_search_has_its_candidate_retried(ray_cluster, tmp_path, tiny_llama_dir):
-    address, nodes = ray_cluster
     config = _search_config(tmp_path, tiny_llama_dir, "killed")
     env = {**os.environ, "PYTHONPATH": str(SRC)}
     cli = subprocess.Popen(
-        [sys.executable, "-m", "olivepress", "run", "--config", write(tmp_path, config), "--ray", address],
-        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "olivepress",
+            "run",
+            "--config",
+            write(tmp_path, config),
+            "--ray",
+            ray_cluster.address,
+        ],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
     )
     log, killed = [], None
     for line in cli.stderr:
@@ -295,7 +296,7 @@ def test_a_worker_killed_mid_search_has_its_candidate_retried(ray_cluster, tmp_p
         if killed is None and line.startswith("Candidate 4:"):  # every candidate is submitted
             deadline = time.monotonic() + 60
             while killed is None and time.monotonic() < deadline:
-                running = _candidate_workers(nodes)
+                running = ray_cluster.candidate_workers()
                 if running:
                     killed = running[0]
                     os.kill(killed, signal.SIGKILL)

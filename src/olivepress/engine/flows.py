@@ -33,7 +33,9 @@ def run_flow(
                 f"({model.path}); reorder the passes"
             )
         options = planned.config.model_dump(mode="json")
-        key = pass_key(fingerprint, planned.spec.name, module.VERSION, {"options": options, **_key_context(options, ctx)})
+        key = pass_key(
+            fingerprint, planned.spec.name, module.VERSION, {"options": options, **_key_context(options, ctx)}
+        )
         label = f"[{index}/{len(flow)}] {planned.name} ({planned.spec.name})"
 
         def produce(
@@ -67,7 +69,13 @@ def _key_context(options: dict[str, Any], ctx: PassContext) -> dict[str, Any]:
     """What else a pass's output depends on: the target (passes may read it from the context),
     and the content of every data config its options name, down to the data files' bytes."""
     used = sorted(name for name in ctx.data_configs if _mentions(options, name))
-    data = {name: [ctx.data_configs[name].model_dump(mode="json"), _data_files_fingerprint(ctx.data_configs[name])] for name in used}
+    data = {
+        name: [
+            ctx.data_configs[name].model_dump(mode="json"),
+            _data_files_fingerprint(ctx.data_configs[name]),
+        ]
+        for name in used
+    }
     return {"device": ctx.device, "execution_provider": ctx.execution_provider, "data_configs": data}
 
 
@@ -83,9 +91,13 @@ def _mentions(value: Any, name: str) -> bool:
 
 def _data_files_fingerprint(data: DataConfig) -> list[str]:
     files = data.load_dataset_config.data_files
-    paths = [files] if isinstance(files, str) else list(files) if isinstance(files, list) else [
-        p for value in files.values() for p in ([value] if isinstance(value, str) else value)
-    ]
+    paths = (
+        [files]
+        if isinstance(files, str)
+        else list(files)
+        if isinstance(files, list)
+        else [p for value in files.values() for p in ([value] if isinstance(value, str) else value)]
+    )
     return [file_digest(Path(p)) if Path(p).is_file() else f"missing:{p}" for p in paths]
 
 
@@ -95,4 +107,6 @@ def _run_pass(planned: PlannedPass, model: ModelHandle, out_dir: Path, ctx: Pass
     except OlivepressError:
         raise
     except Exception as exc:
-        raise OlivepressError(f"pass '{planned.name}' ({planned.spec.name}) failed: {type(exc).__name__}: {exc}") from exc
+        raise OlivepressError(
+            f"pass '{planned.name}' ({planned.spec.name}) failed: {type(exc).__name__}: {exc}"
+        ) from exc

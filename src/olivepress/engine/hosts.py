@@ -54,14 +54,18 @@ def run_candidate(job: CandidateJob) -> CandidateOutcome:
 
     cache = PassCache(job.cache_dir)
     ctx = PassContext(
-        device=job.device, execution_provider=job.execution_provider, data_configs=job.data_configs,
-        scratch_dir=cache.scratch, log=log,
+        device=job.device,
+        execution_provider=job.execution_provider,
+        data_configs=job.data_configs,
+        scratch_dir=cache.scratch,
+        log=log,
     )
     model, nodes = run_flow(job.flow, job.source, job.fingerprint, cache, ctx)
     metrics: dict[str, MetricValue] = {}
     if job.evaluator is not None:
-        metrics = evaluate_model(model, job.evaluator, data_configs=job.data_configs,
-                                 execution_provider=job.execution_provider)
+        metrics = evaluate_model(
+            model, job.evaluator, data_configs=job.data_configs, execution_provider=job.execution_provider
+        )
         if nodes:
             nodes[-1].metrics = {name: value.to_dict() for name, value in metrics.items()}
     return CandidateOutcome(model=model, nodes=nodes, metrics=metrics)

@@ -43,13 +43,17 @@ def build_and_measure(job: CandidateJob, log_level: int) -> CandidateOutcome:
 
     setup_logging()
     logging.getLogger("olivepress").setLevel(log_level)
-    worker = {"node_id": ray.get_runtime_context().get_node_id(), "node_ip": ray.util.get_node_ip_address(),
-              "pid": os.getpid()}
+    worker = {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "pid": os.getpid(),
+    }
     if not job.source.folder.exists():
-        return CandidateOutcome(None, [], {}, worker=worker, error=(
-            f"the input model {job.source.path} is not on node {worker['node_ip']}; put it (and the data and "
-            "cache_dir) on a folder every node mounts at the same path"
-        ))
+        error = (
+            f"the input model {job.source.path} is not on node {worker['node_ip']}; put it (and the data "
+            "and cache_dir) on a folder every node mounts at the same path"
+        )
+        return CandidateOutcome(None, [], {}, error=error, worker=worker)
     try:
         outcome = run_candidate(job)
     except OlivepressError as exc:  # the same on every try: report it rather than retry
@@ -72,19 +76,32 @@ class RayHost:
                 ray.init(address=system.address, logging_level=logging.WARNING)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise OlivepressError(
-                    f"cannot reach the Ray cluster at {system.address or 'auto'}: {_first_line(exc)}; start one "
-                    "with `ray start --head` or give its address (ray://HOST:10001, HOST:6379, auto, local)"
+                    f"cannot reach the Ray cluster at {system.address or 'auto'}: {_first_line(exc)}; "
+                    "start one with `ray start --head` or give its address "
+                    "(ray://HOST:10001, HOST:6379, auto, local)"
                 ) from None
         self.resources = system.resources_per_trial or ResourcesPerTrial()
         self._log_level = log_level
         self._task = ray.remote(build_and_measure).options(
-            name=TASK_NAME, num_cpus=self.resources.num_cpus, num_gpus=self.resources.num_gpus,
-            max_retries=1, retry_exceptions=True,
+            name=TASK_NAME,
+            num_cpus=self.resources.num_cpus,
+            num_gpus=self.resources.num_gpus,
+            max_retries=1,
+            retry_exceptions=True,
         )
         self.slots = self._slots()
-        self.description = {"type": "Ray", "address": system.address, "slots": self.slots, **self.resources.model_dump()}
-        log.info("Ray cluster: room for %d candidate(s) at once (%s CPU, %s GPU each)",
-                 self.slots, self.resources.num_cpus, self.resources.num_gpus)
+        self.description = {
+            "type": "Ray",
+            "address": system.address,
+            "slots": self.slots,
+            **self.resources.model_dump(),
+        }
+        log.info(
+            "Ray cluster: room for %d candidate(s) at once (%s CPU, %s GPU each)",
+            self.slots,
+            self.resources.num_cpus,
+            self.resources.num_gpus,
+        )
 
     def _slots(self) -> int:
         total = self._ray.cluster_resources()

@@ -88,7 +88,8 @@ def run_workflow(workflow: Workflow, *, clean_cache: bool = False, check: ModelC
     host = open_host(workflow.host, log_level=log.getEffectiveLevel())
     try:
         footprint.host = host.description
-        flow_results = _run_flows(workflow, host, _JobMaker(workflow, source, fingerprint, cache.root), outputs, footprint)
+        jobs = _JobMaker(workflow, source, fingerprint, cache.root)
+        flow_results = _run_flows(workflow, host, jobs, outputs, footprint)
     finally:
         host.close()
     if check is not None:
@@ -150,7 +151,9 @@ def _run_flows(
         for node in produced:
             if node.model_id not in {n.model_id for n in footprint.nodes}:
                 footprint.nodes.append(node)
-        flow_results.append(FlowResult(model=model, output_dir=output_dir, nodes=nodes, evaluation=evaluation))
+        flow_results.append(
+            FlowResult(model=model, output_dir=output_dir, nodes=nodes, evaluation=evaluation)
+        )
     return flow_results
 
 
@@ -177,10 +180,11 @@ def _evaluate_flow(
         for point, outcome in zip(points, outcomes, strict=True):
             met = {} if outcome.error else searching.check_goals(outcome.metrics, goals, baseline)
             if outcome.error is None:
-                log.info("  %s", ", ".join(f"{name} {value.value:.4g}{value.unit}" for name, value in outcome.metrics.items()))
+                shown = (f"{name} {value.value:.4g}{value.unit}" for name, value in outcome.metrics.items())
+                log.info("  %s", ", ".join(shown))
             candidates.append(searching.Candidate(
-                index=1, point=point, model=outcome.model, nodes=outcome.nodes, metrics=outcome.metrics, goals=met,
-                error=outcome.error, worker=outcome.worker,
+                index=1, point=point, model=outcome.model, nodes=outcome.nodes, metrics=outcome.metrics,
+                goals=met, error=outcome.error, worker=outcome.worker,
             ))
         return candidates
 

@@ -126,7 +126,8 @@ def search(
     def run(points: list[Point]) -> list[Candidate]:
         fresh = list({_point_key(p): p for p in points if _point_key(p) not in seen}.values())
         for number, point in enumerate(fresh, start=len(seen) + 1):
-            log.info("Candidate %d: %s", number, ", ".join(f"{k}={v}" for k, v in point.items()) or "(no options searched)")
+            options = ", ".join(f"{k}={v}" for k, v in point.items()) or "(no options searched)"
+            log.info("Candidate %d: %s", number, options)
         for point, candidate in zip(fresh, evaluate_points(fresh) if fresh else [], strict=True):
             seen[_point_key(point)] = candidate
         return [seen[_point_key(p)] for p in points]
@@ -189,7 +190,8 @@ def _optuna(
         trials = [study.ask(distributions) for _ in range(min(slots, budget - len(tried)))]
         draws += len(trials)
         points = [{name: trial.params[name] for name in dims} for trial in trials]
-        for trial, point, candidate in zip(trials, points, run([{**fixed, **p} for p in points]), strict=True):
+        candidates = run([{**fixed, **p} for p in points])
+        for trial, point, candidate in zip(trials, points, candidates, strict=True):
             tried[_point_key(point)] = candidate
             if candidate.error is not None:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)

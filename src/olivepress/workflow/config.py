@@ -49,14 +49,16 @@ class ResourcesPerTrial(_Strict):
 
 class SystemConfig(_Strict):
     type: Literal["LocalSystem", "Ray"] = Field(
-        "LocalSystem", description="LocalSystem: this machine. Ray: a Ray cluster runs the search's candidates."
+        "LocalSystem", description="LocalSystem: this machine. Ray: a Ray cluster runs a search's candidates."
     )
     accelerators: list[AcceleratorConfig] = Field(default_factory=list)
     address: str | None = Field(
         None, description="Ray only: 'ray://host:10001', 'host:6379', 'auto' (a running cluster), 'local' "
         "(a new one in this process); absent: RAY_ADDRESS, else a running local cluster, else a new one."
     )
-    resources_per_trial: ResourcesPerTrial | None = Field(None, description="Ray only: what each candidate reserves.")
+    resources_per_trial: ResourcesPerTrial | None = Field(
+        None, description="Ray only: what each candidate reserves."
+    )
 
     @model_validator(mode="after")
     def _ray_keys_need_ray(self) -> SystemConfig:
@@ -96,7 +98,7 @@ class WorkflowConfig(_Strict):
     )
     allow_user_code: bool = Field(False, description="Run Python the config names (user_script, custom metrics); same as --allow-user-code.")
     host: str | None = Field(
-        None, description="Name of the system under `systems` that runs the passes (a Ray system: the search's candidates)."
+        None, description="Name of the system under `systems` that runs the passes (Ray: the candidates)."
     )
     target: str | None = Field(None, description="Name of the system under `systems` the model is optimised for.")
     execution_providers: list[str] | None = Field(None, description="Execution providers of the target.")
