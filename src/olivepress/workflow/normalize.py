@@ -163,9 +163,36 @@ def _system(name: str, spec: Any) -> Any:
     if kind is not None and kind not in SUPPORTED_SYSTEMS:
         raise OlivepressError(
             f"system '{name}' has type '{kind}', which olivepress does not run; olivepress runs "
-            f"workflows on this machine: use type {' or '.join(SUPPORTED_SYSTEMS)}"
+            f"workflows on this machine or on a Ray cluster: use type {' or '.join(SUPPORTED_SYSTEMS)}"
         )
     return _unwrap_config(spec)
+
+
+def use_ray_host(raw: dict[str, Any], address: str) -> dict[str, Any]:
+    """The config (either shape) with its host set to the Ray cluster at `address` (`run --ray`).
+
+    A Ray host already named gets the new address; otherwise a system 'ray' is added and made
+    the host, and the system the model was meant for stays the target.
+    """
+    raw = dict(raw)
+    engine = dict(raw["engine"]) if isinstance(raw.get("engine"), dict) else {}
+    systems = {name: _system(name, spec) for name, spec in (raw.get("systems") or {}).items()}
+    host, target = raw.get("host", engine.get("host")), raw.get("target", engine.get("target"))
+    if host in systems and isinstance(systems[host], dict) and systems[host].get("type") == "Ray":
+        systems[host] = {**systems[host], "address": address}
+    else:
+        if target is None:
+            target = host if host is not None else (next(iter(systems)) if len(systems) == 1 else None)
+        host = "ray"
+        while host in systems:
+            host += "_"
+        systems[host] = {"type": "Ray", "address": address}
+    if "engine" in raw:
+        raw["engine"] = {key: value for key, value in engine.items() if key not in ("host", "target")}
+    raw.update(systems=systems, host=host)
+    if target is not None:
+        raw["target"] = target
+    return raw
 
 
 def _input_model(spec: Any) -> Any:
