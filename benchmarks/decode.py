@@ -107,23 +107,24 @@ def prefill_prompt(tokenizer, length: int) -> list[int]:
     return list(tokenizer.encode(heldout_text()))[:length]
 
 
-def build_smollm2(work: Path) -> tuple[Path, Path, dict[str, Path]]:
-    """The lab's output and its adapter at each precision (convert-adapters)."""
+def build_smollm2(work: Path) -> tuple[Path, dict[str, Path]]:
+    """The lab's output (its adapter in fp32), and the same lab built with the adapter stored at
+    each other precision (auto-opt --adapter_precision: the graph reads the stored type)."""
     from olivepress.models.default import embedded_gguf_file
 
     run_lab(work)
-    lab = work / "onnx-ao"
-    adapters = {}
-    for precision in ADAPTER_PRECISIONS:
-        path = work / f"adapter-{precision}.onnx_adapter"
-        if not path.is_file():
-            olivepress("convert-adapters", "--adapter_path", str(work / "ft" / "adapter"), "-m", str(lab),
-                       "--adapter_precision", precision, "-o", str(path))
-        adapters[precision] = path
-    return embedded_gguf_file(), lab, adapters
+    builds = {"fp32": work / "onnx-ao"}
+    for precision in ADAPTER_PRECISIONS[1:]:
+        out = work / f"onnx-{precision}"
+        if not (out / ".olivepress-output").is_file():
+            olivepress("auto-opt", "-m", str(work / "ft" / "model"), "--adapter_path", str(work / "ft" / "adapter"),
+                       "--adapter_precision", precision, "--use_ort_genai", "-o", str(out),
+                       "--cache_dir", str(work / "cache"))
+        builds[precision] = out
+    return embedded_gguf_file(), builds
 
 
-def build_qwen(work: Path) -> tuple[Path, Path, dict[str, Path]]:
+def build_qwen(work: Path) -> tuple[Path, dict[str, Path]]:
     done = subprocess.run(["bash", str(FETCH), "qwen2.5-coder-0.5b-instruct"], capture_output=True, text=True,
                           check=False)
     if done.returncode != 0:
@@ -134,7 +135,7 @@ def build_qwen(work: Path) -> tuple[Path, Path, dict[str, Path]]:
         olivepress("quantize", "--algorithm", "gptq", "-m", str(gguf), "-o", str(gptq), "--cache_dir", str(work / "cache"))
     if not (built / ".olivepress-output").is_file():
         olivepress("auto-opt", "-m", str(gptq), "-o", str(built), "--cache_dir", str(work / "cache"))
-    return gguf, built, {}
+    return gguf, {"": built}
 
 
 BUILDERS = {"smollm2": build_smollm2, "qwen2.5-0.5b": build_qwen}
@@ -143,12 +144,15 @@ BUILDERS = {"smollm2": build_smollm2, "qwen2.5-0.5b": build_qwen}
 def measure_model(name: str, work: Path, python: Path, args: argparse.Namespace) -> dict:
     from olivepress.runtime.generate import BASE, GenAIModel
 
-    gguf, built, adapter_files = BUILDERS[name](work)
-    ours = GenAIModel(built, adapters={f"adapter {p}": f for p, f in adapter_files.items()})
-    decode_ids = list(ours.tokenizer.encode(ours.format_prompt(DECODE_PROMPT)))
-    prefill_ids = prefill_prompt(ours.tokenizer, args.prefill_tokens)
-    variants = {"olivepress, no adapter": BASE if adapter_files else None}
-    variants.update({name: name for name in ours.adapter_names})
+    gguf, builds = BUILDERS[name](work)
+    models = {precision: GenAIModel(folder) for precision, folder in builds.items()}
+    first = next(iter(models.values()))
+    decode_ids = list(first.tokenizer.encode(first.format_prompt(DECODE_PROMPT)))
+    prefill_ids = prefill_prompt(first.tokenizer, args.prefill_tokens)
+    # label -> (model, adapter): no adapter on the first build, then each build's own adapter
+    variants = {"olivepress, no adapter": (first, BASE if first.adapter_names else None)}
+    variants.update({f"olivepress, adapter {precision}": (model, model.adapter_names[0])
+                     for precision, model in models.items() if model.adapter_names})
 
     llama = LlamaWorker(python, gguf, args.threads, len(prefill_ids) + args.new_tokens + 8)
     rows: dict[str, list[dict[str, float]]] = {"llama.cpp": [], **{v: [] for v in variants}}
@@ -158,8 +162,8 @@ def measure_model(name: str, work: Path, python: Path, args: argparse.Namespace)
         for ids, kind in ((decode_ids, "decode"), (prefill_ids, "prefill")):
             new = args.new_tokens if kind == "decode" else 1
             results.append(("llama.cpp", kind, llama.ask(prompt_tokens=ids, new_tokens=new)))
-            for label, adapter in variants.items():
-                results.append((label, kind, ours_speed(ours, adapter, ids, new)))
+            for label, (model, adapter) in variants.items():
+                results.append((label, kind, ours_speed(model, adapter, ids, new)))
         merged: dict[str, dict[str, float]] = {}
         for label, kind, speed in results:
             merged.setdefault(label, {})[f"{kind}_tok_s"] = speed[f"{kind}_tok_s"]
@@ -170,14 +174,15 @@ def measure_model(name: str, work: Path, python: Path, args: argparse.Namespace)
         for label, speed in one_round():
             rows[label].append(speed)
         print(f"{name}: round {index + 1}/{args.rounds} done", flush=True)
-    memory = {"llama.cpp": llama.ask(peak_rss_mb=True)["peak_rss_mb"], "olivepress": peak_rss_mb(built / "model")}
+    memory = {"llama.cpp": llama.ask(peak_rss_mb=True)["peak_rss_mb"],
+              "olivepress": peak_rss_mb(next(iter(builds.values())) / "model")}
     llama.close()
 
     summary = {}
     for label, speeds in rows.items():
         summary[label] = {key: statistics.median(s[key] for s in speeds) for key in ("decode_tok_s", "prefill_tok_s")}
         summary[label]["rounds"] = speeds
-    return {"gguf": str(gguf), "built": str(built), "speeds": summary, "peak_rss_mb": memory,
+    return {"gguf": str(gguf), "builds": {k: str(v) for k, v in builds.items()}, "speeds": summary, "peak_rss_mb": memory,
             "decode_prompt_tokens": len(decode_ids), "prefill_prompt_tokens": len(prefill_ids)}
 
 

@@ -11,8 +11,13 @@ else the float model) and the seed lab's travel Q&A data, with SmolLM2's own cha
    learning rate and schedule, one after the other in this process. Target: olivepress at
    least 2x faster, to an eval loss no worse.
 
+3. Several processes (`--processes`): the same few LoRA steps on the float embedded model with
+   `num_processes` 1 and 2 and the same global batch: wall time of the pass, training time,
+   and how far apart the two loss curves are.
+
     python benchmarks/finetune.py            # the full run (about half an hour on 2 cores)
     python benchmarks/finetune.py --quick    # a smoke run on a few pairs
+    python benchmarks/finetune.py --processes [--steps 8]   # 1 vs 2 processes (a few minutes)
 """
 
 from __future__ import annotations
@@ -264,17 +269,71 @@ def ablation(model_path: str, train_records: list[dict], steps: int = 2) -> list
     return rows
 
 
+def processes_comparison(train_file: Path, work: Path, steps: int) -> dict:
+    """The LoRA pass on 1 and on 2 processes, same global batch (4 x 2), fp32-exact settings
+    apart from precision (bf16 where the CPU has it): wall time, training time, loss curves."""
+    from olivepress.api import run
+    from olivepress.models.default import embedded_model_folder
+
+    data = {
+        "name": "travel", "load_dataset_config": {"data_files": str(train_file)},
+        "pre_process_data_config": {"text_template": TEMPLATE, "max_seq_len": 256},
+    }
+    runs = {}
+    for processes in (1, 2):
+        options = {
+            "type": "LoRA", "train_data_config": "travel", "target_modules": TARGETS, **LORA, "lora_dropout": 0.0,
+            "num_processes": processes,
+            "training_args": {"max_steps": steps, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
+                              "learning_rate": LEARNING_RATE, "seed": 0, "logging_steps": 1,
+                              "full_determinism": True},
+        }
+        started = time.perf_counter()
+        result = run(
+            {"input_model": {"model_path": str(embedded_model_folder())}, "data_configs": [data],
+             "passes": {"lora": options}, "output_dir": str(work / f"p{processes}"),
+             "cache_dir": str(work / f"cache{processes}")},
+            summary=False, log_level=2,
+        )
+        wall = time.perf_counter() - started
+        log = [json.loads(line) for line in
+               (Path(result.model.adapter_path) / "training_log.jsonl").read_text().splitlines()]
+        runs[processes] = {
+            "wall_s": wall, "train_s": log[-1]["runtime_s"], "threads": log[0]["threads"],
+            "precision": log[0]["precision"], "losses": [r["loss"] for r in log if r["event"] == "train"],
+            "sequences_per_process": log[-1].get("sequences_per_process"),
+        }
+    runs["max_loss_diff"] = max(abs(a - b) for a, b in zip(runs[1]["losses"], runs[2]["losses"], strict=True))
+    return runs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="A smoke run on 40 pairs (numbers mean nothing).")
     parser.add_argument("--skip_baseline", action="store_true", help="Only olivepress (no HF Trainer run).")
     parser.add_argument("--ablation_only", action="store_true",
                         help="Only the per-step ablation, added to the existing results/finetune.json.")
+    parser.add_argument("--processes", action="store_true",
+                        help="Only num_processes 1 vs 2 on a few steps (results/finetune_processes.json).")
+    parser.add_argument("--steps", type=int, default=8, help="Optimizer steps of the --processes runs (default 8).")
     options = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not TRAVEL.is_file():
         raise SystemExit(f"the seed travel data is not at {TRAVEL}")
     random.seed(0)
+    if options.processes:
+        with tempfile.TemporaryDirectory() as tmp:
+            train_file, _ = split_travel(Path(tmp), quick=False)
+            runs = processes_comparison(train_file, Path(tmp), options.steps)
+        print_table(
+            f"LoRA on the float SmolLM2-135M, {options.steps} steps of 8 sequences ({runs[1]['precision']})",
+            ["processes", "threads each", "wall s", "train s", "sequences per process", "final loss"],
+            [[n, runs[n]["threads"], runs[n]["wall_s"], runs[n]["train_s"], runs[n]["sequences_per_process"] or "-",
+              runs[n]["losses"][-1]] for n in (1, 2)],
+        )
+        print(f"\nlargest loss difference over {options.steps} steps: {runs['max_loss_diff']:.2e}")
+        write_result("finetune_processes", {"steps": options.steps, "global_batch": 8, "runs": runs})
+        return
 
     from olivepress.cpu import torch_threads
     from olivepress.models.handles import HfModel

@@ -55,7 +55,7 @@ def test_one_request_at_a_time_matches_ort_genai(model, decoder):
 def test_concurrent_requests_batch_together_and_keep_their_own_answers(model, decoder):
     jobs = [(prompt, adapter) for prompt in PROMPTS for adapter in ADAPTERS] * 2
     expected = {job: reference(model, *job, 16) for job in set(jobs)}
-    steps, rows = decoder.steps, decoder.rows_stepped
+    before = decoder.stats()
     start = threading.Barrier(len(jobs))
 
     def run(job):
@@ -66,7 +66,8 @@ def test_concurrent_requests_batch_together_and_keep_their_own_answers(model, de
     with ThreadPoolExecutor(len(jobs)) as pool:
         answers = list(pool.map(run, jobs))
     # Rows of different lengths and adapters shared steps...
-    assert (decoder.rows_stepped - rows) / (decoder.steps - steps) > 1.5
+    after = decoder.stats()
+    assert (after.rows_stepped - before.rows_stepped) / (after.steps - before.steps) > 1.5
     # ...and each got its own prompt's and adapter's answer (fp32: no near-ties to flip).
     assert answers == [expected[job] for job in jobs]
 
@@ -76,11 +77,12 @@ def test_a_prompt_that_begins_like_an_earlier_one_runs_from_where_they_part(mode
     first = ids_of(model, prompt)
     for adapter in ("second", BASE):
         list(decoder.submit(first, 4, adapter))
-        before = decoder.cached_prompt_tokens
+        before = decoder.stats().cached_prompt_tokens
         longer = ids_of(model, prompt + " fashion, food and")
         assert longer[: len(first)] == first
         got = list(decoder.submit(longer, 10, adapter))
-        assert decoder.cached_prompt_tokens - before == len(first)  # an adapter's cache is its own: same count for each
+        # An adapter's cache is its own: the same count for each.
+        assert decoder.stats().cached_prompt_tokens - before == len(first)
         assert got == reference(model, prompt + " fashion, food and", adapter, 10)
 
 

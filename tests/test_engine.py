@@ -143,7 +143,7 @@ def test_onnx_model_into_an_hf_pass_is_refused(tmp_path, tiny_llama_dir):
 
 
 def test_cache_key_follows_the_target_provider():
-    from olivepress.engine.runner import _key_context
+    from olivepress.engine.flows import _key_context
     from olivepress.passes.base import PassContext
 
     cpu = _key_context({}, PassContext(execution_provider="CPUExecutionProvider"))
@@ -153,7 +153,7 @@ def test_cache_key_follows_the_target_provider():
 
 def test_cache_key_follows_named_data_files(tmp_path):
     from olivepress.data.config import DataConfig
-    from olivepress.engine.runner import _key_context
+    from olivepress.engine.flows import _key_context
     from olivepress.passes.base import PassContext
 
     data_file = tmp_path / "d.jsonl"

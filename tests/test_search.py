@@ -107,7 +107,11 @@ def _synthetic(points: list[dict], flow, strategy: dict) -> list[Candidate]:
         points.append(point)
         return Candidate(index=0, point=point, model=None, nodes=[], metrics={"s.x": MetricValue(speed, True)})
 
-    return search(flow, SearchStrategyConfig.model_validate(strategy), [Objective("s.x", True)], [], {}, evaluate_point)
+    def evaluate_points(batch):
+        return [evaluate_point(point) for point in batch]
+
+    strategy = SearchStrategyConfig.model_validate(strategy)
+    return search(flow, strategy, [Objective("s.x", True)], [], {}, evaluate_points)
 
 
 def test_pass_by_pass_fixes_each_pass_in_turn(tiny_llama_dir):

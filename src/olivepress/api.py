@@ -234,6 +234,8 @@ def auto_opt(
     output_path: str | Path,
     adapter_path: str | Path | None = None,
     adapter_name: str = "default",
+    adapter_precision: str = "fp32",
+    adapter_block_size: int | None = None,
     device: str | None = None,
     provider: str | None = None,
     precision: str = "int4",
@@ -250,7 +252,8 @@ def auto_opt(
     """Optimise a model into ONNX for a device and execution provider, as `olivepress auto-opt`.
 
     A decoder the ORT GenAI builder knows becomes an ORT GenAI folder in OUTPUT/model (with
-    `adapter_path` as a switchable `adapter_weights.onnx_adapter` named `adapter_name`); other
+    `adapter_path` as a switchable `adapter_weights.onnx_adapter` named `adapter_name`, its LoRA
+    matrices stored at `adapter_precision`: fp32, fp16, int8 or int4); other
     models take the generic ONNX path. The result is compared with PyTorch before it is handed
     over unless `skip_check` or the provider is not in this onnxruntime build; the comparison
     is in the footprint (`result.footprint.checks`).
@@ -261,7 +264,7 @@ def auto_opt(
     setup_logging(log_level)
     plan = plan_auto_opt(
         model_name_or_path, output_path=output_path, adapter_path=adapter_path, adapter_name=adapter_name,
-        device=device, provider=provider, precision=precision, use_ort_genai=use_ort_genai,
+        adapter_precision=adapter_precision, adapter_block_size=adapter_block_size, device=device, provider=provider, precision=precision, use_ort_genai=use_ort_genai,
         int4_block_size=int4_block_size, int4_accuracy_level=int4_accuracy_level,
         trust_remote_code=trust_remote_code, cache_dir=cache_dir, skip_check=skip_check,
     )
@@ -277,10 +280,13 @@ def auto_opt(
 
 
 def convert_adapters(adapter_path: str | Path, model: str | Path, output_path: str | Path,
-                     name: str | None = None) -> Path:
+                     name: str | None = None, *, adapter_precision: str | None = None,
+                     symmetric: bool = True) -> Path:
     """A PEFT LoRA adapter into an `.onnx_adapter` file for an auto-opt model (its output
     folder or model/ folder), as `olivepress convert-adapters`; with `name`, also registered
-    in the model's adapters.json. Returns the file written."""
+    in the model's adapters.json. The file stores the LoRA matrices at the precision the model
+    was built for (`adapter_precision`, if given, must be that one; `symmetric` picks the
+    int8/int4 zero point). Returns the file written."""
     from olivepress.errors import OlivepressError
     from olivepress.paths import atomic_file
     from olivepress.runtime.adapters import convert_peft_adapter, register_adapter
@@ -294,7 +300,7 @@ def convert_adapters(adapter_path: str | Path, model: str | Path, output_path: s
         raise OlivepressError(f"adapter path {adapter_dir} does not exist; pass a PEFT adapter folder")
     model_dir = genai_folder(model)
     with atomic_file(output) as tmp:
-        convert_peft_adapter(adapter_dir, model_dir, tmp)
+        convert_peft_adapter(adapter_dir, model_dir, tmp, precision=adapter_precision, symmetric=symmetric)
         # Loading it into the model is the proof it fits; a file that does not load is not handed over.
         GenAIModel(model_dir, adapters={"candidate": tmp})
     if name:

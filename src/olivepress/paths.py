@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,18 +32,24 @@ def _pid_alive(pid: int) -> bool:
 
 
 def temp_sibling(final: Path) -> Path:
-    """A fresh temporary path beside `final`, named so a later run can tell it is abandoned."""
-    return final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    """A fresh temporary path beside `final`, named so a later run can tell it is abandoned:
+    the writer's pid and, as a folder may be shared by several machines, its host."""
+    return final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}-{socket.gethostname()}"
 
 
 def remove_abandoned_temps(folder: Path) -> None:
-    """Delete temporary folders left in `folder` by processes that no longer run (killed runs)."""
+    """Delete temporary folders left in `folder` by processes of this host that no longer run
+    (killed runs); another host's pids mean nothing here, so its folders are left alone."""
     if not folder.is_dir():
         return
+    host = socket.gethostname()
     for entry in folder.glob(".*.tmp-*"):
+        fields = entry.name.rsplit(".tmp-", 1)[1].split("-", 2)
         try:
-            pid = int(entry.name.rsplit(".tmp-", 1)[1].split("-")[0])
-        except (IndexError, ValueError):
+            pid = int(fields[0])
+        except ValueError:
+            continue
+        if len(fields) == 3 and fields[2] != host:
             continue
         if not _pid_alive(pid):
             shutil.rmtree(entry, ignore_errors=True)

@@ -11,12 +11,18 @@ HELP = "Optimise a model into ONNX for a device and execution provider (ORT GenA
 
 def add_parser(commands) -> None:
     from olivepress.cli.common import add_logging_flags
+    from olivepress.runtime.adapter_precision import BLOCK_SIZES, DEFAULT_BLOCK_SIZE, PRECISIONS
 
     parser = commands.add_parser("auto-opt", help=HELP, description=HELP)
     parser.add_argument("-m", "--model_name_or_path", default="default",
                         help="HF folder, .gguf file, HF id in the local cache, or 'default' (embedded SmolLM2).")
     parser.add_argument("--adapter_path", help="PEFT LoRA adapter to make switchable (written as model/adapter_weights.onnx_adapter).")
     parser.add_argument("--adapter_name", default="default", help="Name the adapter is registered under (default 'default').")
+    parser.add_argument("--adapter_precision", choices=PRECISIONS, default="fp32",
+                        help="How .onnx_adapter files store the LoRA matrices (default fp32; int8/int4 are "
+                             "block-quantized, see docs/benchmarks.md for their quality cost).")
+    parser.add_argument("--adapter_block_size", type=int, choices=BLOCK_SIZES, default=DEFAULT_BLOCK_SIZE,
+                        help=f"Values per scale of int8/int4 adapters (default {DEFAULT_BLOCK_SIZE}).")
     parser.add_argument("--device", choices=["cpu", "gpu", "npu"], help="Target device (default: the provider's, else cpu).")
     parser.add_argument("--provider", help="Execution provider, e.g. CPUExecutionProvider (default for the device).")
     parser.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8", "int4"], default="int4",
@@ -38,7 +44,8 @@ def execute(args: argparse.Namespace) -> int:
 
     auto_opt(
         args.model_name_or_path, output_path=args.output_path, adapter_path=args.adapter_path,
-        adapter_name=args.adapter_name, device=args.device, provider=args.provider, precision=args.precision,
+        adapter_name=args.adapter_name, adapter_precision=args.adapter_precision,
+        adapter_block_size=args.adapter_block_size, device=args.device, provider=args.provider, precision=args.precision,
         use_ort_genai=args.use_ort_genai, int4_block_size=args.int4_block_size,
         int4_accuracy_level=args.int4_accuracy_level, trust_remote_code=args.trust_remote_code,
         cache_dir=args.cache_dir, skip_check=args.skip_check, log_level=0 if args.debug else args.log_level,

@@ -27,7 +27,8 @@ example (the seed lab's step 2):
 # HF names that are olivepress's own flags here (--log_level 0..4, --debug), not TrainingArguments.
 _OWN_FLAGS = {"log_level", "debug"}
 # Pass options with a flag of their own (the rest of a method's options: a workflow config).
-PASS_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules")
+PASS_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules",
+              "num_processes", "nnodes", "node_rank", "master_addr", "master_port")
 
 
 def add_parser(commands) -> None:
@@ -59,6 +60,19 @@ def add_parser(commands) -> None:
     adapter.add_argument("--lora_dropout", type=float, help="Dropout on the adapter input (lora, qlora, dora; default 0.05).")
     adapter.add_argument("--target_modules", help="Comma-separated Linear layer names, e.g. q_proj,v_proj "
                                                   "(default: every attention and MLP projection).")
+
+    processes = parser.add_argument_group("several processes (torch.distributed; see docs/distributed.md)")
+    processes.add_argument("--num_processes", type=int,
+                           help="Training processes on this machine, data-parallel (default 1); the global "
+                                "batch stays per_device_train_batch_size x gradient_accumulation_steps.")
+    processes.add_argument("--nnodes", type=int,
+                           help="Machines training together (default 1); run the same command on each with "
+                                "its own --node_rank.")
+    processes.add_argument("--node_rank", type=int,
+                           help="This machine's index, 0 to nnodes-1 (node 0 writes the adapter).")
+    processes.add_argument("--master_addr", help="Address of node 0 that all machines reach (with --nnodes).")
+    processes.add_argument("--master_port", type=int,
+                           help="Port on --master_addr where the machines meet (default 29500).")
 
     training = parser.add_argument_group("training (Hugging Face TrainingArguments names)")
     _add_training_flags(training)

@@ -4,6 +4,8 @@ Layout: ``<cache_dir>/runs/<key>/model/`` holds the pass's output model and
 ``<cache_dir>/runs/<key>/result.json`` its handle and timings. An entry is written into a
 temporary folder and renamed into place only when the pass has finished, so an entry that
 exists is complete, and a killed run leaves only a temporary folder that the next run clears.
+``<cache_dir>/locks/<key>.lock`` is held while an entry is built, so that processes sharing the
+cache (Ray workers on several nodes of a shared folder) build each entry once.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock
 from pydantic import TypeAdapter
 
 from olivepress.models.fingerprint import text_fingerprint
@@ -47,6 +52,7 @@ class PassCache:
 
     def clean(self) -> None:
         shutil.rmtree(self.runs, ignore_errors=True)
+        shutil.rmtree(self.root / "locks", ignore_errors=True)
         shutil.rmtree(self.scratch, ignore_errors=True)
         self.runs.mkdir(parents=True, exist_ok=True)
         self.scratch.mkdir(parents=True, exist_ok=True)
@@ -59,6 +65,26 @@ class PassCache:
         data = json.loads(result.read_text())
         handle = _rebase(_HANDLE.validate_python(data["handle"]), entry)
         return CacheEntry(key=key, handle=handle, duration_s=data["duration_s"], from_cache=True)
+
+    def get_or_run(self, key: str, produce) -> CacheEntry:
+        """The entry for `key`, built by ``produce(model_dir) -> handle`` unless it exists.
+
+        Another process (another node, on a shared cache) may be building this very entry: its
+        lock makes this one wait and then read the entry rather than build it twice.
+        """
+        entry = self.lookup(key)
+        if entry is not None:
+            return entry
+        with self._claim(key):
+            return self.lookup(key) or self.run_into(key, produce)
+
+    @contextmanager
+    def _claim(self, key: str) -> Iterator[None]:
+        # An OS file lock, so a killed holder releases it; lock files are a few bytes and stay.
+        locks = self.root / "locks"
+        locks.mkdir(parents=True, exist_ok=True)
+        with FileLock(locks / f"{key}.lock"):
+            yield
 
     def run_into(self, key: str, produce) -> CacheEntry:
         """Run ``produce(model_dir) -> handle`` into a fresh entry and commit it when it returns."""

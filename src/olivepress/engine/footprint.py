@@ -28,6 +28,7 @@ class Footprint:
     execution_provider: str = "CPUExecutionProvider"
     total_duration_s: float = 0.0
     checks: dict[str, Any] = field(default_factory=dict)
+    host: dict[str, Any] = field(default_factory=dict)  # where the passes ran: LocalSystem, or Ray, its slots
     # With an evaluator: the input model's metrics, and per flow every candidate evaluated
     # (one without a search), the goals, the objectives and the candidate chosen.
     input_metrics: dict[str, Any] = field(default_factory=dict)

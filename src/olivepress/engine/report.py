@@ -14,10 +14,15 @@ from typing import Any
 PLOT = "pareto.png"
 
 
+def measured(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
+    """The candidates that have metrics (a failed one, on a Ray host, has none)."""
+    return [c for c in evaluation["candidates"] if not c.get("error")]
+
+
 def write_report(folder: Path, footprint: dict[str, Any], output_dir: Path) -> None:
     evaluation = next((e for e in footprint.get("evaluations", []) if e.get("output_dir") == str(output_dir)), None)
     plot = None
-    if evaluation and evaluation.get("search") and len(evaluation["candidates"]) > 1:
+    if evaluation and evaluation.get("search") and len(measured(evaluation)) > 1:
         plot = pareto_plot(evaluation, folder / PLOT)
     sections = _sections(footprint, evaluation, plot is not None)
     (folder / "report.md").write_text(_markdown(sections))
@@ -48,13 +53,16 @@ def _sections(footprint: dict[str, Any], evaluation: dict[str, Any] | None, has_
                      ["pass", "type", "cache", "time", "options"], passes))
     if evaluation is None:
         return sections
-    metrics = list(footprint.get("input_metrics") or {}) or list(evaluation["candidates"][0]["metrics"])
+    metrics = list(footprint.get("input_metrics") or {}) or list(measured(evaluation)[0]["metrics"])
     header = ["model", *(_metric_header(m, footprint, evaluation) for m in metrics), "goals met", "Pareto"]
     rows = []
     if footprint.get("input_metrics"):
         rows.append(["input", *(_fmt(footprint["input_metrics"][m]["value"]) for m in metrics), "", ""])
     for c in evaluation["candidates"]:
         label = f"{c['index']}{' (chosen)' if c['index'] == evaluation['chosen'] else ''}: {_point(c['point'])}"
+        if c.get("error"):
+            rows.append([label, *(["failed"] * len(metrics)), f"failed: {c['error']}", ""])
+            continue
         cells = [_fmt(c["metrics"][m]["value"]) + ("" if c["goals"].get(m, True) else " ✗") for m in metrics]
         rows.append([label, *cells, "yes" if c["meets_goals"] else "no", "yes" if c["pareto"] else ""])
     notes = []
@@ -76,7 +84,7 @@ def _sections(footprint: dict[str, Any], evaluation: dict[str, Any] | None, has_
 
 
 def _metric_header(metric: str, footprint: dict[str, Any], evaluation: dict[str, Any]) -> str:
-    values = footprint.get("input_metrics", {}).get(metric) or evaluation["candidates"][0]["metrics"][metric]
+    values = footprint.get("input_metrics", {}).get(metric) or measured(evaluation)[0]["metrics"][metric]
     arrow = "↑" if values["higher_is_better"] else "↓"
     unit = f" ({values['unit']})" if values.get("unit") else ""
     return f"{metric}{unit} {arrow}"
@@ -146,7 +154,7 @@ def pareto_plot(evaluation: dict[str, Any], path: Path) -> Path:
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     import matplotlib.pyplot as plt
 
-    candidates = evaluation["candidates"]
+    candidates = measured(evaluation)
     tracked = [o["metric"] for o in evaluation["objectives"]]
     tracked += [m for m in evaluation["goals"] if m not in tracked]
     y_metric = tracked[0]

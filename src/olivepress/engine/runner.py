@@ -9,15 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from olivepress.data.config import DataConfig
-from olivepress.engine.cache import PassCache, pass_key
+from olivepress.engine.cache import PassCache
 from olivepress.engine.footprint import Footprint, FootprintNode
+from olivepress.engine.hosts import CandidateJob, CandidateOutcome, Host, open_host
 from olivepress.engine.output import prepare_output_dir, write_output
 from olivepress.errors import OlivepressError
-from olivepress.models.fingerprint import file_digest, folder_fingerprint, text_fingerprint
+from olivepress.models.fingerprint import folder_fingerprint, text_fingerprint
 from olivepress.models.handles import HfModel, ModelHandle
 from olivepress.models.resolve import resolve_model
-from olivepress.passes.base import PassContext
 from olivepress.workflow.load import PlannedPass, Workflow
 
 log = logging.getLogger("olivepress")
@@ -78,13 +77,6 @@ def run_workflow(workflow: Workflow, *, clean_cache: bool = False, check: ModelC
     if clean_cache or config.clean_cache:
         log.info("Emptying the cache at %s", cache.root)
         cache.clean()
-    ctx = PassContext(
-        device=workflow.device,
-        execution_provider=workflow.execution_provider,
-        data_configs={data.name: data for data in config.data_configs},
-        scratch_dir=cache.scratch,
-        log=log,
-    )
     source = input_handle(workflow)
     log.info("Input model: %s", source.path)
     fingerprint = model_fingerprint(source)
@@ -93,25 +85,13 @@ def run_workflow(workflow: Workflow, *, clean_cache: bool = False, check: ModelC
         device=workflow.device,
         execution_provider=workflow.execution_provider,
     )
-    baseline = {}
-    if workflow.evaluator is not None:
-        log.info("Evaluating the input model")
-        baseline = _evaluate(source, workflow, ctx)
-        footprint.input_metrics = {name: value.to_dict() for name, value in baseline.items()}
-    flow_results = []
-    for flow, output_dir in zip(workflow.flows, outputs, strict=True):
-        if workflow.evaluator is None:
-            model, nodes = _run_flow(flow, source, fingerprint, cache, ctx)
-            evaluation, produced = None, nodes
-        else:
-            # every candidate's passes go into the footprint; the chosen one's make the output
-            model, nodes, evaluation, produced = _evaluate_flow(flow, workflow, source, fingerprint, cache, ctx, baseline)
-            evaluation["output_dir"] = str(output_dir)
-            footprint.evaluations.append(evaluation)
-        for node in produced:
-            if node.model_id not in {n.model_id for n in footprint.nodes}:
-                footprint.nodes.append(node)
-        flow_results.append(FlowResult(model=model, output_dir=output_dir, nodes=nodes, evaluation=evaluation))
+    host = open_host(workflow.host, log_level=log.getEffectiveLevel())
+    try:
+        footprint.host = host.description
+        jobs = _JobMaker(workflow, source, fingerprint, cache.root)
+        flow_results = _run_flows(workflow, host, jobs, outputs, footprint)
+    finally:
+        host.close()
     if check is not None:
         for result in flow_results:
             footprint.checks[str(result.output_dir)] = check(result.model)
@@ -132,16 +112,60 @@ def run_workflow(workflow: Workflow, *, clean_cache: bool = False, check: ModelC
     return WorkflowResult(flows=flow_results, footprint=footprint)
 
 
-def _evaluate(model: ModelHandle, workflow: Workflow, ctx: PassContext) -> dict[str, Any]:
-    from olivepress.evaluate.evaluator import evaluate_model
+@dataclass(frozen=True)
+class _JobMaker:
+    """Builds each candidate's job from the workflow's fixed parts."""
 
-    assert workflow.evaluator is not None
-    return evaluate_model(model, workflow.evaluator, data_configs=ctx.data_configs, execution_provider=ctx.execution_provider)
+    workflow: Workflow
+    source: ModelHandle
+    fingerprint: str
+    cache_dir: Path
+
+    def __call__(self, flow: list[PlannedPass], *, evaluate: bool = True) -> CandidateJob:
+        return CandidateJob(
+            flow=flow, source=self.source, fingerprint=self.fingerprint, cache_dir=self.cache_dir,
+            device=self.workflow.device, execution_provider=self.workflow.execution_provider,
+            data_configs={data.name: data for data in self.workflow.config.data_configs},
+            evaluator=self.workflow.evaluator if evaluate else None,
+        )
+
+
+def _run_flows(
+    workflow: Workflow, host: Host, jobs: _JobMaker, outputs: list[Path], footprint: Footprint
+) -> list[FlowResult]:
+    baseline = {}
+    if workflow.evaluator is not None:
+        log.info("Evaluating the input model")
+        baseline = _only(host.run([jobs([])]), "the input model's evaluation").metrics
+        footprint.input_metrics = {name: value.to_dict() for name, value in baseline.items()}
+    flow_results = []
+    for flow, output_dir in zip(workflow.flows, outputs, strict=True):
+        if workflow.evaluator is None:
+            outcome = _only(host.run([jobs(flow, evaluate=False)]), "the flow")
+            model, nodes, evaluation, produced = outcome.model, outcome.nodes, None, outcome.nodes
+        else:
+            # every candidate's passes go into the footprint; the chosen one's make the output
+            model, nodes, evaluation, produced = _evaluate_flow(flow, workflow, host, jobs, baseline)
+            evaluation["output_dir"] = str(output_dir)
+            footprint.evaluations.append(evaluation)
+        for node in produced:
+            if node.model_id not in {n.model_id for n in footprint.nodes}:
+                footprint.nodes.append(node)
+        flow_results.append(
+            FlowResult(model=model, output_dir=output_dir, nodes=nodes, evaluation=evaluation)
+        )
+    return flow_results
+
+
+def _only(outcomes: list[CandidateOutcome], what: str) -> CandidateOutcome:
+    (outcome,) = outcomes
+    if outcome.error is not None:
+        raise OlivepressError(f"{what} failed on the host: {outcome.error}")
+    return outcome
 
 
 def _evaluate_flow(
-    flow: list[PlannedPass], workflow: Workflow, source: ModelHandle, fingerprint: str, cache: PassCache,
-    ctx: PassContext, baseline: dict[str, Any],
+    flow: list[PlannedPass], workflow: Workflow, host: Host, jobs: _JobMaker, baseline: dict[str, Any],
 ) -> tuple[ModelHandle, list[FootprintNode], dict[str, Any], list[FootprintNode]]:
     """Run and evaluate the flow's candidates (one without a search); the chosen one's model and
     nodes, the evaluation record for the footprint, and every candidate's nodes."""
@@ -150,19 +174,26 @@ def _evaluate_flow(
     assert workflow.evaluator is not None
     goals = searching.goal_specs(workflow.evaluator)
 
-    def evaluate_point(point: dict[str, Any]) -> searching.Candidate:
-        model, nodes = _run_flow(searching.flow_at(flow, point), source, fingerprint, cache, ctx)
-        metrics = _evaluate(model, workflow, ctx)
-        if nodes:
-            nodes[-1].metrics = {name: value.to_dict() for name, value in metrics.items()}
-        met = searching.check_goals(metrics, goals, baseline)
-        log.info("  %s", ", ".join(f"{name} {value.value:.4g}{value.unit}" for name, value in metrics.items()))
-        return searching.Candidate(index=1, point=point, model=model, nodes=nodes, metrics=metrics, goals=met)
+    def evaluate_points(points: list[dict[str, Any]]) -> list[searching.Candidate]:
+        outcomes = host.run([jobs(searching.flow_at(flow, point)) for point in points])
+        candidates = []
+        for point, outcome in zip(points, outcomes, strict=True):
+            met = {} if outcome.error else searching.check_goals(outcome.metrics, goals, baseline)
+            if outcome.error is None:
+                shown = (f"{name} {value.value:.4g}{value.unit}" for name, value in outcome.metrics.items())
+                log.info("  %s", ", ".join(shown))
+            candidates.append(searching.Candidate(
+                index=1, point=point, model=outcome.model, nodes=outcome.nodes, metrics=outcome.metrics,
+                goals=met, error=outcome.error, worker=outcome.worker,
+            ))
+        return candidates
 
     if workflow.search is not None:
-        candidates = searching.search(flow, workflow.search, workflow.objectives, goals, baseline, evaluate_point)
+        candidates = searching.search(
+            flow, workflow.search, workflow.objectives, goals, baseline, evaluate_points, slots=host.slots
+        )
     else:
-        candidates = [evaluate_point({})]
+        candidates = evaluate_points([{}])
     chosen = searching.choose(candidates, workflow.objectives)
     goal_text = searching.describe_goals(goals, baseline)
     reason = searching.explain_choice(chosen, candidates, workflow.objectives, goal_text)
@@ -186,77 +217,3 @@ def _flow_output_dirs(workflow: Workflow, output_root: Path) -> list[Path]:
     if len(workflow.flows) == 1:
         return [output_root]
     return [output_root / "-".join(p.name for p in flow) for flow in workflow.flows]
-
-
-def _run_flow(
-    flow: list[PlannedPass], model: ModelHandle, fingerprint: str, cache: PassCache, ctx: PassContext
-) -> tuple[ModelHandle, list[FootprintNode]]:
-    nodes: list[FootprintNode] = []
-    parent = fingerprint[:16]
-    for index, planned in enumerate(flow, start=1):
-        module = planned.spec.module
-        if model.kind not in module.ACCEPTS:
-            kinds = " or ".join(module.ACCEPTS)
-            raise OlivepressError(
-                f"pass '{planned.name}' ({planned.spec.name}) takes a {kinds} model but gets {model.kind} "
-                f"({model.path}); reorder the passes"
-            )
-        options = planned.config.model_dump(mode="json")
-        key = pass_key(fingerprint, planned.spec.name, module.VERSION, {"options": options, **_key_context(options, ctx)})
-        entry = cache.lookup(key)
-        label = f"[{index}/{len(flow)}] {planned.name} ({planned.spec.name})"
-        if entry is not None:
-            log.info("%s: cached", label)
-        else:
-            log.info("%s: running", label)
-            entry = cache.run_into(key, lambda out, m=model, p=planned: _run_pass(p, m, out, ctx))
-            log.info("%s: done in %.1f s", label, entry.duration_s)
-        nodes.append(
-            FootprintNode(
-                model_id=key[:16],
-                parent_model_id=parent,
-                pass_name=planned.name,
-                pass_type=planned.spec.name,
-                config=options,
-                from_cache=entry.from_cache,
-                duration_s=round(entry.duration_s, 3),
-                model=entry.handle.model_dump(),
-            )
-        )
-        model, fingerprint, parent = entry.handle, key, key[:16]
-    return model, nodes
-
-
-def _key_context(options: dict[str, Any], ctx: PassContext) -> dict[str, Any]:
-    """What else a pass's output depends on: the target (passes may read it from the context),
-    and the content of every data config its options name, down to the data files' bytes."""
-    used = sorted(name for name in ctx.data_configs if _mentions(options, name))
-    data = {name: [ctx.data_configs[name].model_dump(mode="json"), _data_files_fingerprint(ctx.data_configs[name])] for name in used}
-    return {"device": ctx.device, "execution_provider": ctx.execution_provider, "data_configs": data}
-
-
-def _mentions(value: Any, name: str) -> bool:
-    if isinstance(value, str):
-        return value == name
-    if isinstance(value, dict):
-        return any(_mentions(item, name) for item in value.values())
-    if isinstance(value, list):
-        return any(_mentions(item, name) for item in value)
-    return False
-
-
-def _data_files_fingerprint(data: DataConfig) -> list[str]:
-    files = data.load_dataset_config.data_files
-    paths = [files] if isinstance(files, str) else list(files) if isinstance(files, list) else [
-        p for value in files.values() for p in ([value] if isinstance(value, str) else value)
-    ]
-    return [file_digest(Path(p)) if Path(p).is_file() else f"missing:{p}" for p in paths]
-
-
-def _run_pass(planned: PlannedPass, model: ModelHandle, out_dir: Path, ctx: PassContext) -> ModelHandle:
-    try:
-        return planned.spec.module.run(model, planned.config, out_dir, ctx)
-    except OlivepressError:
-        raise
-    except Exception as exc:
-        raise OlivepressError(f"pass '{planned.name}' ({planned.spec.name}) failed: {type(exc).__name__}: {exc}") from exc

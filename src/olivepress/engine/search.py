@@ -4,6 +4,12 @@ A point sets every searched option of the flow ('pass.option' -> value). Candida
 through the pass cache, so those that share a prefix of passes share its work, and a re-run
 costs only evaluation. The best candidate meets every goal, then wins on the objectives in
 priority order; the Pareto front is over the objectives and the goal metrics together.
+
+Candidates are evaluated in batches (a host with several slots, e.g. a Ray cluster, runs a
+batch at once): a grid is one batch; optuna's samplers ask for as many points as the host has
+slots, then learn from them all (TPE with its constant-liar option for the points in flight).
+A candidate that failed (only a Ray host returns one) has an error and no metrics: it is kept
+in the record, never chosen, and optuna is told the trial failed.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from olivepress.engine.footprint import FootprintNode
+from olivepress.errors import OlivepressError
 from olivepress.evaluate.config import EvaluatorConfig, Goal
 from olivepress.evaluate.evaluator import MetricValue
 from olivepress.evaluate.goals import describe_goal, goal_bound, goal_met
@@ -36,10 +43,12 @@ class Candidate:
     metrics: dict[str, MetricValue]
     goals: dict[str, bool] = field(default_factory=dict)
     pareto: bool = False
+    error: str | None = None  # why the candidate has no model (it failed, also on its retry)
+    worker: dict[str, Any] = field(default_factory=dict)  # on Ray: the node and pid that built it
 
     @property
     def meets_goals(self) -> bool:
-        return all(self.goals.values())
+        return self.error is None and all(self.goals.values())
 
     @property
     def model_id(self) -> str | None:
@@ -50,6 +59,7 @@ class Candidate:
             "index": self.index, "point": self.point, "model_id": self.model_id, "meets_goals": self.meets_goals,
             "goals": self.goals, "pareto": self.pareto, "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
             "passes": [{"name": n.pass_name, "from_cache": n.from_cache, "duration_s": n.duration_s} for n in self.nodes],
+            "error": self.error, "worker": self.worker,
         }
 
 
@@ -93,26 +103,37 @@ def flow_at(flow: list[PlannedPass], point: Point) -> list[PlannedPass]:
     ]
 
 
-EvaluatePoint = Callable[[Point], Candidate]
+EvaluatePoints = Callable[[list[Point]], list[Candidate]]
+RunBatch = Callable[[list[Point]], list[Candidate]]
+
+
+def _point_key(point: Point) -> str:
+    return repr(sorted(point.items()))
 
 
 def search(
     flow: list[PlannedPass], strategy: SearchStrategyConfig, objectives: list[Objective],
-    goals: list[GoalSpec], baseline: dict[str, MetricValue], evaluate_point: EvaluatePoint,
+    goals: list[GoalSpec], baseline: dict[str, MetricValue], evaluate_points: EvaluatePoints, slots: int = 1,
 ) -> list[Candidate]:
-    """Evaluate candidates of `flow` as the strategy says; every candidate, in evaluation order."""
+    """Evaluate candidates of `flow` as the strategy says; every candidate, in the order asked.
+
+    `evaluate_points` evaluates a batch of points (at once where it can); `slots` is how many
+    candidates the host runs at once, the batch size of the samplers that learn as they go.
+    """
     dims = dimensions(flow)
     seen: dict[str, Candidate] = {}
 
-    def run(point: Point) -> Candidate:
-        key = repr(sorted(point.items()))
-        if key not in seen:
-            log.info("Candidate %d: %s", len(seen) + 1, ", ".join(f"{k}={v}" for k, v in point.items()) or "(no options searched)")
-            seen[key] = evaluate_point(point)
-        return seen[key]
+    def run(points: list[Point]) -> list[Candidate]:
+        fresh = list({_point_key(p): p for p in points if _point_key(p) not in seen}.values())
+        for number, point in enumerate(fresh, start=len(seen) + 1):
+            options = ", ".join(f"{k}={v}" for k, v in point.items()) or "(no options searched)"
+            log.info("Candidate %d: %s", number, options)
+        for point, candidate in zip(fresh, evaluate_points(fresh) if fresh else [], strict=True):
+            seen[_point_key(point)] = candidate
+        return [seen[_point_key(p)] for p in points]
 
     if strategy.execution_order == "joint" or not dims:
-        _sample(dims, strategy, objectives, goals, baseline, run, fixed={})
+        _sample(dims, strategy, objectives, goals, baseline, run, slots, fixed={})
     else:
         fixed: Point = {}
         for planned in flow:
@@ -120,7 +141,7 @@ def search(
             if not own:
                 continue
             later = {k: v[0] for k, v in dims.items() if k not in own and k not in fixed}
-            tried = _sample(own, strategy, objectives, goals, baseline, run, fixed={**fixed, **later})
+            tried = _sample(own, strategy, objectives, goals, baseline, run, slots, fixed={**fixed, **later})
             best = choose(tried, objectives)
             fixed.update({k: best.point[k] for k in own})
             log.info("pass-by-pass: %s fixed at %s", planned.name, {k: best.point[k] for k in own})
@@ -133,18 +154,18 @@ def search(
 
 def _sample(
     dims: dict[str, list[Any]], strategy: SearchStrategyConfig, objectives: list[Objective], goals: list[GoalSpec],
-    baseline: dict[str, MetricValue], run: Callable[[Point], Candidate], fixed: Point,
+    baseline: dict[str, MetricValue], run: RunBatch, slots: int, fixed: Point,
 ) -> list[Candidate]:
     grid = [dict(zip(dims, values, strict=True)) for values in itertools.product(*dims.values())]
     budget = min(strategy.max_samples or len(grid), len(grid))
     if strategy.sampler == "sequential" or len(grid) <= 1:
-        return [run({**fixed, **point}) for point in grid[:budget]]
-    return _optuna(dims, strategy, objectives, goals, baseline, budget, run, fixed)
+        return run([{**fixed, **point} for point in grid[:budget]])
+    return _optuna(dims, strategy, objectives, goals, baseline, budget, run, slots, fixed)
 
 
 def _optuna(
     dims: dict[str, list[Any]], strategy: SearchStrategyConfig, objectives: list[Objective], goals: list[GoalSpec],
-    baseline: dict[str, MetricValue], budget: int, run: Callable[[Point], Candidate], fixed: Point,
+    baseline: dict[str, MetricValue], budget: int, run: RunBatch, slots: int, fixed: Point,
 ) -> list[Candidate]:
     import optuna
 
@@ -152,7 +173,11 @@ def _optuna(
 
     if strategy.sampler == "tpe":
         # Few candidates in all: start modelling after 2 random ones rather than optuna's 10.
-        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(seed=strategy.seed, n_startup_trials=min(2, budget))
+        # With several in flight, TPE counts those as scoring the worst seen so far (constant liar),
+        # so a batch spreads out instead of asking the same point again.
+        sampler: optuna.samplers.BaseSampler = optuna.samplers.TPESampler(
+            seed=strategy.seed, n_startup_trials=min(2, budget), constant_liar=slots > 1
+        )
     else:
         sampler = optuna.samplers.RandomSampler(seed=strategy.seed)
     study = optuna.create_study(
@@ -160,16 +185,20 @@ def _optuna(
     )
     distributions = {name: optuna.distributions.CategoricalDistribution(values) for name, values in dims.items()}
     tried: dict[str, Candidate] = {}
-    for _ in range(budget * 20):  # samplers repeat points; a repeat costs nothing but a draw
-        if len(tried) >= budget:
-            break
-        trial = study.ask(distributions)
-        point = {name: trial.params[name] for name in dims}
-        candidate = run({**fixed, **point})
-        tried[repr(sorted(point.items()))] = candidate
-        for goal in goals:  # a missed goal makes the trial infeasible for optuna's constrained TPE
-            trial.set_constraint(goal.metric, _violation(candidate, goal, baseline))
-        study.tell(trial, [candidate.metrics[o.metric].value for o in objectives])
+    draws = 0
+    while len(tried) < budget and draws < budget * 20:  # samplers repeat points; a repeat costs a draw
+        trials = [study.ask(distributions) for _ in range(min(slots, budget - len(tried)))]
+        draws += len(trials)
+        points = [{name: trial.params[name] for name in dims} for trial in trials]
+        candidates = run([{**fixed, **p} for p in points])
+        for trial, point, candidate in zip(trials, points, candidates, strict=True):
+            tried[_point_key(point)] = candidate
+            if candidate.error is not None:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                continue
+            for goal in goals:  # a missed goal makes the trial infeasible for optuna's constrained TPE
+                trial.set_constraint(goal.metric, _violation(candidate, goal, baseline))
+            study.tell(trial, [candidate.metrics[o.metric].value for o in objectives])
     return list(tried.values())
 
 
@@ -187,8 +216,14 @@ def _rank_key(candidate: Candidate, objectives: list[Objective]) -> tuple[Any, .
 
 
 def choose(candidates: list[Candidate], objectives: list[Objective]) -> Candidate:
-    """Goals met first, then the objectives in priority order."""
-    return min(candidates, key=lambda c: _rank_key(c, objectives))
+    """Goals met first, then the objectives in priority order; a failed candidate never."""
+    measured = [c for c in candidates if c.error is None]
+    if not measured:
+        raise OlivepressError(
+            f"every one of the {len(candidates)} candidate(s) failed (the first: {candidates[0].error}); "
+            "fix that and run again (finished passes are cached)"
+        )
+    return min(measured, key=lambda c: _rank_key(c, objectives))
 
 
 def explain_choice(chosen: Candidate, candidates: list[Candidate], objectives: list[Objective], goal_text: dict[str, str]) -> str:
@@ -216,9 +251,10 @@ def mark_pareto(candidates: list[Candidate], objectives: list[Objective], goals:
     def scores(c: Candidate) -> list[float]:
         return [c.metrics[m].value if higher else -c.metrics[m].value for m, higher in tracked.items()]
 
-    for candidate in candidates:
+    measured = [c for c in candidates if c.error is None]
+    for candidate in measured:
         mine = scores(candidate)
         candidate.pareto = not any(
             all(o >= m for o, m in zip(other_scores, mine, strict=True)) and other_scores != mine
-            for other_scores in (scores(other) for other in candidates if other is not candidate)
+            for other_scores in (scores(other) for other in measured if other is not candidate)
         )

@@ -6,6 +6,7 @@ from typing import Any
 
 from rich.table import Table
 
+from olivepress.engine.report import measured
 from olivepress.engine.runner import WorkflowResult
 from olivepress.ui import console
 
@@ -38,7 +39,7 @@ def print_summary(result: WorkflowResult) -> None:
 def _print_candidates(evaluation: dict[str, Any], input_metrics: dict[str, Any]) -> None:
     shown = [o["metric"] for o in evaluation["objectives"]]
     shown += [m for m in evaluation["goals"] if m not in shown]
-    shown = shown or list(evaluation["candidates"][0]["metrics"])
+    shown = shown or list(measured(evaluation)[0]["metrics"])
     table = Table(title="candidates" if evaluation.get("search") else "metrics", title_justify="left", show_edge=False)
     table.add_column("#")
     table.add_column("options")
@@ -50,6 +51,9 @@ def _print_candidates(evaluation: dict[str, Any], input_metrics: dict[str, Any])
     for c in evaluation["candidates"]:
         mark = "[bold green]*[/]" if c["index"] == evaluation["chosen"] else ""
         options = ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in c["point"].items()) or "-"
+        if c.get("error"):
+            table.add_row(str(c["index"]), options, *(["-"] * len(shown)), f"[red]failed[/]: {c['error']}")
+            continue
         goals = "" if not c["goals"] else ("met" if c["meets_goals"] else "[red]missed[/]")
         table.add_row(f"{c['index']}{mark}", options, *(f"{c['metrics'][m]['value']:.4g}" for m in shown), goals)
     console.print(table)

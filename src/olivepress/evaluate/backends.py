@@ -6,6 +6,8 @@ Each backend loads the model once and offers what the metrics need:
 - `forward_batch()`: one forward pass on a batch of dummy inputs (non-LLMs).
 - `logits(ids)`: next-token logits for every position of a sequence (perplexity).
 - `generate(prompt, n)`: greedy text (accuracy).
+- `logits_batch(rows)`, `greedy_tokens(ids, n, done)`, `context_length`: what the lm-eval
+  harness asks of a model (evaluate/harness_model.py).
 
 Decode steps never stop at an end-of-sequence token, so every run does the same work and
 timings compare across models.
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,8 @@ from olivepress.errors import OlivepressError
 from olivepress.models.handles import HfModel, ModelHandle, OnnxModel
 
 BACKENDS = ("pytorch", "onnxruntime", "ort-genai")
+
+StopWhen = Callable[[list[int]], bool]  # the tokens generated so far -> stop now?
 
 
 def backend_name(model: ModelHandle, wanted: str = "auto") -> str:
@@ -67,6 +72,25 @@ class Backend:
 
     def generate(self, prompt: str, max_new_tokens: int, use_chat_template: bool) -> str:
         raise OlivepressError(f"the {self.name} backend cannot generate text for accuracy")
+
+    @property
+    def context_length(self) -> int | None:
+        """Most tokens the model takes, where the model says."""
+        return None
+
+    def logits_batch(self, rows: list[list[int]]) -> np.ndarray:
+        """Next-token logits [len(rows), longest row, vocab] for rows of token ids. Rows are padded
+        on the right: a causal model's logits at a real token never see the padding after it."""
+        return _stacked([self.logits(row) for row in rows])
+
+    def greedy_tokens(self, ids: list[int], max_new_tokens: int, done: StopWhen) -> list[int]:
+        """Greedy continuation of `ids`: up to `max_new_tokens` ids, stopping early once `done(tokens)`."""
+        tokens: list[int] = []
+        for _ in range(max_new_tokens):
+            tokens.append(int(self.logits(ids + tokens)[-1].argmax()))
+            if done(tokens):
+                break
+        return tokens
 
 
 def hf_tokenizer(folder: Path, trust_remote_code: bool = False):
@@ -127,6 +151,31 @@ class TorchBackend(Backend):
 
         with torch.no_grad():
             return self.model(input_ids=torch.tensor([ids]), use_cache=False).logits[0].float().numpy()
+
+    @property
+    def context_length(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def logits_batch(self, rows: list[list[int]]) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor(_right_padded(rows)), use_cache=False)
+        return out.logits.float().numpy()
+
+    def greedy_tokens(self, ids: list[int], max_new_tokens: int, done: StopWhen) -> list[int]:
+        import torch
+
+        tokens: list[int] = []
+        with torch.no_grad():
+            out = self.model(input_ids=torch.tensor([ids]), use_cache=True)
+            for _ in range(max_new_tokens):
+                tokens.append(int(out.logits[0, -1].argmax()))
+                if done(tokens) or len(tokens) == max_new_tokens:
+                    break
+                step = torch.tensor([tokens[-1:]])
+                out = self.model(input_ids=step, past_key_values=out.past_key_values, use_cache=True)
+        return tokens
 
     def generate(self, prompt: str, max_new_tokens: int, use_chat_template: bool) -> str:
         import torch
@@ -238,6 +287,37 @@ class SessionBackend(Backend):
             return super().logits(ids)
         return self._run(np.array([ids]))["logits"][0].astype(np.float32)
 
+    @property
+    def context_length(self) -> int | None:
+        for name, key in (("genai_config.json", "context_length"),
+                          ("config.json", "max_position_embeddings")):
+            file = self.folder / name
+            if file.is_file():
+                config = json.loads(file.read_text())
+                value = config.get("model", config).get(key)
+                if value:
+                    return int(value)
+        return None
+
+    def logits_batch(self, rows: list[list[int]]) -> np.ndarray:
+        if "logits" not in self.output_names:
+            return super().logits_batch(rows)
+        return self._run(np.array(_right_padded(rows)))["logits"].astype(np.float32)
+
+    def greedy_tokens(self, ids: list[int], max_new_tokens: int, done: StopWhen) -> list[int]:
+        if not self.past_names:  # a graph without a KV cache: each step reruns the whole sequence
+            return super().greedy_tokens(ids, max_new_tokens, done)
+        tokens: list[int] = []
+        out, total = self._run(np.array([ids])), len(ids)
+        for _ in range(max_new_tokens):
+            tokens.append(int(out["logits"][0, -1].argmax()))
+            if done(tokens) or len(tokens) == max_new_tokens:
+                break
+            past = {name: out[name.replace("past_key_values", "present")] for name in self.past_names}
+            total += 1
+            out = self._run(np.array([tokens[-1:]]), past, total)
+        return tokens
+
 
 class GenAIBackend(Backend):
     name = "ort-genai"
@@ -248,6 +328,39 @@ class GenAIBackend(Backend):
         self.handle = model
         self.genai = GenAIModel(model.path, adapters=model.adapters or None)
         self._session: SessionBackend | None = None
+        self._tokenizer = None
+
+    @property
+    def tokenizer(self):
+        """The Hugging Face tokenizer beside the model (the harness tokenizes with it, so every
+        backend scores the same token ids)."""
+        if self._tokenizer is None:
+            self._tokenizer = hf_tokenizer(self.genai.folder)
+        return self._tokenizer
+
+    @property
+    def context_length(self) -> int | None:
+        return self.genai.context_length
+
+    def logits_batch(self, rows: list[list[int]]) -> np.ndarray:
+        # ORT GenAI's own runtime, one sequence at a time (its generator takes no padded batch).
+        return _stacked([self.genai.logits(row) for row in rows])
+
+    def greedy_tokens(self, ids: list[int], max_new_tokens: int, done: StopWhen) -> list[int]:
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self.genai.model)
+        length = min(len(ids) + max_new_tokens, self.genai.context_length)
+        params.set_search_options(max_length=length, do_sample=False)
+        generator = og.Generator(self.genai.model, params)
+        generator.append_tokens(ids)
+        tokens: list[int] = []
+        while not generator.is_done():
+            generator.generate_next_token()
+            tokens.append(int(generator.get_next_tokens()[0]))
+            if done(tokens):
+                break
+        return tokens
 
     def encode(self, text: str) -> list[int]:
         return [int(t) for t in self.genai.tokenizer.encode(text)]
@@ -278,6 +391,19 @@ class GenAIBackend(Backend):
         from olivepress.runtime.generate import SearchOptions
 
         return self.genai.generate(prompt, SearchOptions(max_new_tokens=max_new_tokens), use_chat_template=use_chat_template).text
+
+
+def _right_padded(rows: list[list[int]], pad_id: int = 0) -> list[list[int]]:
+    longest = max(len(row) for row in rows)
+    return [row + [pad_id] * (longest - len(row)) for row in rows]
+
+
+def _stacked(per_row: list[np.ndarray]) -> np.ndarray:
+    """[len, vocab] logits of rows of different lengths as one right-padded array."""
+    out = np.zeros((len(per_row), max(len(rows) for rows in per_row), per_row[0].shape[-1]), dtype=np.float32)
+    for index, logits in enumerate(per_row):
+        out[index, : len(logits)] = logits
+    return out
 
 
 def _onnx_path(model: OnnxModel) -> Path:

@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from olivepress.data.config import DataConfig
 from olivepress.errors import OlivepressError, did_you_mean
 
-MetricType = Literal["latency", "throughput", "accuracy", "perplexity", "size_on_disk", "peak_memory", "custom"]
+MetricType = Literal[
+    "latency", "throughput", "accuracy", "perplexity", "size_on_disk", "peak_memory", "custom", "lm_eval"
+]
 GoalType = Literal["threshold", "min-improvement", "max-degradation", "percent-min-improvement", "percent-max-degradation"]
 
 
@@ -46,7 +48,13 @@ FAMILIES: dict[str, Family] = {
     "size_on_disk": Family(("size_mb",), ("size_mb",), "MB", False),
     "peak_memory": Family(("peak_rss_mb",), ("peak_rss_mb",), "MB", False),
     "custom": Family((), (), "", True),
+    # An lm-eval task reports its own metrics (acc, acc_norm, exact_match, ...): all of them are
+    # results; sub_types name the ones that carry a goal or a priority.
+    "lm_eval": Family((), (), "", True),
 }
+
+# lm-eval metrics where lower is better (the harness's perplexity-style scores).
+LOWER_IS_BETTER_LM_METRICS = ("perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
 
 
 class _Strict(BaseModel):
@@ -84,7 +92,7 @@ class MetricConfig(_Strict):
     timed_runs: int = Field(10, ge=1, description="Timed runs (latency, throughput).")
     prompt_tokens: int = Field(64, ge=1, description="Prompt length of an LLM run (latency, throughput).")
     decode_tokens: int = Field(32, ge=1, description="Tokens generated per LLM run (latency, throughput).")
-    batch_size: int = Field(1, ge=1, description="Batch of a non-LLM run.")
+    batch_size: int = Field(1, ge=1, description="Batch of a non-LLM run; lm_eval: sequences per forward.")
     seq_len: int = Field(128, ge=2, description="Tokens per non-LLM sample; perplexity window.")
     # accuracy / perplexity
     prompt_template: str = Field("{prompt}", description="Accuracy: the prompt a record becomes.")
@@ -93,6 +101,24 @@ class MetricConfig(_Strict):
     use_chat_template: bool = Field(False, description="Accuracy: wrap the prompt in the model's chat template.")
     max_samples: int | None = Field(20, ge=1, description="Accuracy: records evaluated; perplexity: none.")
     text: str | None = Field(None, description="Perplexity: a shipped held-out text's name (default 'heldout').")
+    # lm_eval (the lm-evaluation-harness)
+    task: str | None = Field(None, description="lm_eval: the task (or group) to run: 'olivepress_travel_mc'.")
+    limit: float | None = Field(
+        None, gt=0, description="lm_eval: examples per task (a number), or a fraction of them (below 1)."
+    )
+    max_length: int | None = Field(
+        None, ge=2, description="lm_eval: most tokens per sequence (default: the model's context length)."
+    )
+    num_fewshot: int | None = Field(None, ge=0, description="lm_eval: few-shot examples (default: task's).")
+    apply_chat_template: bool | str = Field(False, description="lm_eval: use the model's chat template.")
+    system_instruction: str | None = Field(None, description="lm_eval: a system prompt for every request.")
+    fewshot_as_multiturn: bool = Field(False, description="lm_eval: few-shot examples as chat turns.")
+    bootstrap_iters: int = Field(
+        0, ge=0, description="lm_eval: bootstrap resamples for standard errors (0: none; not reported)."
+    )
+    include_path: list[str] = Field(
+        default_factory=list, description="lm_eval: folders of more task YAMLs (beside the shipped ones)."
+    )
     # user code
     user_script: str | None = Field(None, description="custom: Python file with the functions below (needs allow_user_code).")
     evaluate_func: str | None = Field(None, description="custom: function(model_handle, **func_kwargs) -> float or {sub_type: float}.")
@@ -117,11 +143,15 @@ class MetricConfig(_Strict):
             if not self.sub_types:
                 raise OlivepressError(f"custom metric '{self.name}' needs sub_types: the names its function returns")
         for sub in self.sub_types:
-            if self.type != "custom" and sub.name not in family.sub_types:
+            if self.type not in ("custom", "lm_eval") and sub.name not in family.sub_types:
                 raise OlivepressError(
                     f"metric '{self.name}' ({self.type}) has no sub-type '{sub.name}'{did_you_mean(sub.name, family.sub_types)}; "
                     f"known: {', '.join(family.sub_types)}"
                 )
+        if self.type == "lm_eval" and not self.task:
+            raise OlivepressError(
+                f"lm_eval metric '{self.name}' needs a task (e.g. \"task\": \"olivepress_travel_mc\")"
+            )
         if self.dataloader_func and not self.user_script:
             raise OlivepressError(f"metric '{self.name}' names dataloader_func but no user_script to find it in")
         if self.type == "accuracy" and self.data_config is None and not self.dataloader_func:
@@ -133,7 +163,11 @@ class MetricConfig(_Strict):
         return self.sub_types or [SubMetric(name=name) for name in FAMILIES[self.type].default]
 
     def higher_is_better(self, sub: SubMetric) -> bool:
-        return sub.higher_is_better if sub.higher_is_better is not None else FAMILIES[self.type].higher_is_better
+        if sub.higher_is_better is not None:
+            return sub.higher_is_better
+        if self.type == "lm_eval":
+            return not any(sub.name == m or sub.name.startswith(f"{m}_") for m in LOWER_IS_BETTER_LM_METRICS)
+        return FAMILIES[self.type].higher_is_better
 
     @property
     def user_code(self) -> list[str]:
@@ -168,6 +202,11 @@ class EvaluatorConfig(_Strict):
                 for sub in by_name[head].resolved_sub_types():
                     if sub.name == tail:
                         return by_name[head], sub
+        for sep in (".", "-"):
+            head, _, tail = ref.partition(sep)
+            if tail and head in by_name and by_name[head].type == "lm_eval":
+                # Any metric the task reports; whether it does is known once the task has run.
+                return by_name[head], SubMetric(name=tail)
         if ref in by_name and len(by_name[ref].resolved_sub_types()) == 1:
             return by_name[ref], by_name[ref].resolved_sub_types()[0]
         names = self.metric_names()

@@ -15,7 +15,7 @@ from typing import Any
 from olivepress.data.config import DataConfig
 from olivepress.errors import OlivepressError
 from olivepress.evaluate.backends import Backend, backend_name, open_backend
-from olivepress.evaluate.config import FAMILIES, EvaluatorConfig, MetricConfig
+from olivepress.evaluate.config import FAMILIES, EvaluatorConfig, MetricConfig, SubMetric
 from olivepress.models.handles import ModelHandle
 
 log = logging.getLogger("olivepress")
@@ -53,7 +53,7 @@ def evaluate_model(
         gc.collect()
     results: dict[str, MetricValue] = {}
     for metric in evaluator.metrics:
-        for sub in metric.resolved_sub_types():
+        for sub in _reported_sub_types(metric, raw[metric.name]):
             if sub.name not in raw[metric.name]:
                 got = ", ".join(sorted(raw[metric.name])) or "nothing"
                 raise OlivepressError(
@@ -62,6 +62,15 @@ def evaluate_model(
             unit = FAMILIES[metric.type].unit
             results[f"{metric.name}.{sub.name}"] = MetricValue(float(raw[metric.name][sub.name]), metric.higher_is_better(sub), unit)
     return results
+
+
+def _reported_sub_types(metric: MetricConfig, measured: Mapping[str, float]) -> list[SubMetric]:
+    """The configured sub-types; an lm_eval metric adds every other score its task reported."""
+    subs = metric.resolved_sub_types()
+    if metric.type == "lm_eval":
+        named = {sub.name for sub in subs}
+        subs = subs + [SubMetric(name=name) for name in measured if name not in named]
+    return subs
 
 
 def _backend(model: ModelHandle, metric: MetricConfig, backends: dict[str, Backend], provider: str) -> Backend:
@@ -83,6 +92,10 @@ def _measure(
         return {"peak_rss_mb": _peak_memory(model, metric, provider)}
     if metric.type == "custom":
         return _custom(model, metric)
+    if metric.type == "lm_eval":
+        from olivepress.evaluate.harness import run_task
+
+        return run_task(lambda: _backend(model, metric, backends, provider), metric)
     backend = _backend(model, metric, backends, provider)
     if metric.type in ("latency", "throughput"):
         # Latency and throughput with the same settings read the same timed runs: half the time.

@@ -12,8 +12,8 @@ one input:
 1. scale search, per group (qkv after input_layernorm; o after v where the shapes match;
    gate/up after post_attention_layernorm; down after up):
        s(α) = mean|x|^α / mean|ŵ|^(1-α), normalised so that max(s)·min(s) = 1,   α ∈ {0, 1/n, ..., (n-1)/n}
-   (ŵ: weights relative to their group's max; AutoAWQ's "duo scaling"; duo_scaling=False
-   gives the paper's form)
+   (ŵ: weights relative to their group's max; AutoAWQ's "duo scaling", which did better on
+   held-out text than mean|x|^α alone; duo_scaling=False gives the paper's form)
        loss(α) = Σ_linears ‖X_s (Q(W·diag(s)) / s)ᵀ − X_s Wᵀ‖²
    on a sample X_s of the tokens; keep the best α (`search_scales`, plain data) and fold s
    into the previous op (`apply_scales`, which changes the model);

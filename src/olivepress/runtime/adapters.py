@@ -25,7 +25,11 @@ ADAPTER_FILE = "adapter_weights.onnx_adapter"
 MANIFEST = "adapters.json"  # adapter name -> file, beside the model, so generate/serve find them
 RANK_DIM = "lora_rank"
 SWITCH = "lora_enabled"  # the If condition of a model whose LoRA paths are switched (runtime/lora_switch.py)
-_ONNX_NAME = re.compile(r"^model\.layers\.(\d+)\.(attn|mlp)\.(\w+)\.lora_([AB])\.MatMul\.weight$")
+# A LoRA matrix's name, and the names it is stored under at other precisions (adapter_precision.py).
+_ONNX_NAME = re.compile(
+    r"^model\.layers\.(\d+)\.(attn|mlp)\.(\w+)\.lora_([AB])\.MatMul\."
+    r"(weight|fp16\.weight|quant\.weight|quant\.scale|quant\.zero_point)$"
+)
 _PEFT_NAME = re.compile(r"layers\.(\d+)\.(self_attn|attn|mlp)\.(\w+)\.lora_([AB])\.weight$")
 
 
@@ -202,12 +206,24 @@ def read_adapter_file(path: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def convert_peft_adapter(adapter_dir: Path, model_dir: Path, output_file: Path) -> Path:
-    """A PEFT LoRA adapter as an .onnx_adapter for an extracted ORT GenAI model."""
+def convert_peft_adapter(adapter_dir: Path, model_dir: Path, output_file: Path, *, precision: str | None = None,
+                         symmetric: bool = True) -> Path:
+    """A PEFT LoRA adapter as an .onnx_adapter for an extracted ORT GenAI model, stored at the
+    precision the model was built for (`precision`, if given, must be that one)."""
     import numpy as np
+    import onnx
 
-    tensors = peft_to_onnx_tensors(adapter_dir, np.dtype(np.float32))
-    return write_adapter_file(fit_to_model(tensors, model_file(model_dir), str(adapter_dir)), output_file)
+    from olivepress.runtime.adapter_precision import AdapterPrecision, encode, model_precision
+
+    target = model_file(model_dir)
+    built = model_precision(onnx.load(str(target), load_external_data=False))
+    if precision is not None and AdapterPrecision(precision, built.block_size).name != built.name:
+        raise OlivepressError(
+            f"{model_dir} reads {built.name} adapters, not {precision}; convert with --adapter_precision "
+            f"{built.name}, or build the model with auto-opt --adapter_precision {precision}"
+        )
+    tensors = encode(peft_to_onnx_tensors(adapter_dir, np.dtype(np.float32)), built, symmetric=symmetric)
+    return write_adapter_file(fit_to_model(tensors, target, str(adapter_dir)), output_file)
 
 
 def model_file(model_dir: Path) -> Path:

@@ -39,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from olivepress.errors import OlivepressError
+from olivepress.runtime.adapter_precision import model_precision, remove_decoders
+from olivepress.runtime.adapters import RANK_DIM
 from olivepress.runtime.lora_mix import LoraMix, add_row_gates
 from olivepress.runtime.lora_switch import inline_lora_branch
 
@@ -73,6 +75,7 @@ def serving_graph(model_file: Path) -> tuple[bytes, tuple | None]:
 
     model = onnx.load(str(model_file), load_external_data=False)
     inline_lora_branch(model)  # rows mix adapters and the base model: the LoRA branch serves them all
+    remove_decoders(model, RANK_DIM)  # the LoRA matrices are fed as floats (LoraMix decodes them)
     lora = add_row_gates(model)
     graph = model.graph
     producer = {output: node for node in graph.node for output in node.output}
@@ -99,6 +102,26 @@ def runs_on_cpu(folder: Path) -> bool:
     the batcher runs on the CPU only, so a model built for a GPU keeps ORT GenAI's generators."""
     session = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"].get("session_options", {})
     return all(not options or set(options) <= {"cpu"} for options in session.get("provider_options", []))
+
+
+@dataclass(frozen=True)
+class BatcherStats:
+    """What the batcher has done so far: a snapshot, safe to read from any thread."""
+
+    steps: int  # batched decode steps run
+    rows_stepped: int  # rows over those steps
+    prompt_tokens: int  # prompt tokens seen...
+    cached_prompt_tokens: int  # ...of which these came from the prefix cache
+
+    @property
+    def mean_batch(self) -> float | None:
+        """Mean rows per decode step; None before the first step."""
+        return self.rows_stepped / self.steps if self.steps else None
+
+    @property
+    def cached_prompt_fraction(self) -> float | None:
+        """Share of prompt tokens the prefix cache spared; None before the first prompt."""
+        return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else None
 
 
 class PrefixCache:
@@ -155,6 +178,7 @@ class BatchedDecoder:
     returned iterator of token ids. One scheduler thread runs every model call."""
 
     def __init__(self, folder: Path, adapter_files: dict[str, Path], *, max_batch: int = 8):
+        import onnx
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -171,7 +195,8 @@ class BatchedDecoder:
         # A graph given as bytes reads its external weights from this folder.
         options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(folder))
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
-        self.mix = LoraMix(*lora, adapter_files) if lora else None
+        precision = model_precision(onnx.load(str(folder / "model.onnx"), load_external_data=False))
+        self.mix = LoraMix(*lora, adapter_files, precision) if lora else None
         config = json.loads((folder / "genai_config.json").read_text())["model"]
         eos = config.get("eos_token_id", [])
         self.eos = set(eos if isinstance(eos, list) else [eos])
@@ -187,10 +212,8 @@ class BatchedDecoder:
         self._incoming: queue.Queue[_Row] = queue.Queue()
         self._stop = threading.Event()
         self.prefixes = PrefixCache()
-        self.prompt_tokens = 0  # prompt tokens seen, of which cached_prompt_tokens came from the prefix cache
-        self.cached_prompt_tokens = 0
-        self.steps = 0  # batched decode steps run
-        self.rows_stepped = 0  # rows over those steps: rows_stepped / steps is the mean batch
+        # Counters for stats(); written by the scheduler thread only.
+        self._prompt_tokens = self._cached_prompt_tokens = self._steps = self._rows_stepped = 0
         self._thread = threading.Thread(target=self._loop, name="olivepress-batcher", daemon=True)
         self._thread.start()
 
@@ -211,6 +234,10 @@ class BatchedDecoder:
                 yield item
         finally:
             row.cancelled.set()
+
+    def stats(self) -> BatcherStats:
+        """Decode steps, rows over them, and prompt tokens (cached and all) so far."""
+        return BatcherStats(self._steps, self._rows_stepped, self._prompt_tokens, self._cached_prompt_tokens)
 
     def close(self) -> None:
         self._stop.set()
@@ -281,8 +308,8 @@ class BatchedDecoder:
             return
         row.cache, row.length = [value.numpy() for value in present], len(row.prompt)
         self.prefixes.add(row.adapter, row.prompt, row.cache)
-        self.prompt_tokens += len(row.prompt)
-        self.cached_prompt_tokens += reused
+        self._prompt_tokens += len(row.prompt)
+        self._cached_prompt_tokens += reused
         self._emit(row, int(np.argmax(logits[0])))
         if not self._finished(row):
             active.append(row)
@@ -310,8 +337,8 @@ class BatchedDecoder:
                 row.tokens.put(exc)
             return
         self._packed = (members, present, list(rows))
-        self.steps += 1
-        self.rows_stepped += len(rows)
+        self._steps += 1
+        self._rows_stepped += len(rows)
         for b, row in enumerate(rows):
             row.cache = None  # it lives in the batch's cache now, row b
             row.length += 1

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from olivepress.errors import OlivepressError
+from olivepress.runtime.adapter_precision import AdapterPrecision, decode
 from olivepress.runtime.adapters import SWITCH, is_lora_name, read_adapter_file
 from olivepress.runtime.generate import BASE
 
@@ -58,13 +59,17 @@ def add_row_gates(model) -> tuple[dict[str, tuple[int, ...]], np.dtype] | None:
 class LoraMix:
     """The LoRA inputs (and gate) to feed for a batch, given each row's adapter."""
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype: np.dtype, adapter_files: dict[str, Path]):
+    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype: np.dtype, adapter_files: dict[str, Path],
+                 precision: AdapterPrecision | None = None):
         self.shapes, self.dtype = shapes, dtype
         self.tensors: dict[str, dict[str, np.ndarray]] = {}
         self.ranks: dict[str, int] = {}
         for name, file in adapter_files.items():
             # The LoRA switch's flag is not fed: the batcher runs the graph with its switch inlined.
-            tensors = {key: value for key, value in read_adapter_file(file).items() if key != SWITCH}
+            # Matrices stored at a lower precision are fed as the float values the model's
+            # decoders would make of them (the batcher runs the graph without its decoders).
+            stored = decode(read_adapter_file(file), precision or AdapterPrecision())
+            tensors = {key: value for key, value in stored.items() if key != SWITCH}
             unknown = sorted(set(tensors) - set(shapes))
             if unknown:
                 raise OlivepressError(f"adapter {name} ({file}) has tensors the model has no input for, e.g. {unknown[0]}")

@@ -15,12 +15,21 @@ trained on one device. This loop honours the same `TrainingArguments` names (see
   device.ThreadTuner), and bf16 autocast only where the CPU computes bf16 natively;
 - one JSON object per line in `log_path`: a `start` record, `train` records every
   `logging_steps`, `eval` records, and an `end` record with the totals.
+
+A run is a `_TrainingRun` taken through named steps: start (threads, first eval), one
+optimizer step after another, a log line per window, evaluations, finish.
+
+Several processes (`world`, see world.py) train as one: each runs its share of every global
+batch and the gradients are summed before the optimizer step, so with the same global batch
+(per_device_train_batch_size x gradient_accumulation_steps, whatever the process count) the
+result is the one-process result up to float rounding. Dropout draws are seeded per
+micro-batch of the global stream, so they do not depend on which process runs it either. The
+first process writes the log; counts in it are sums over the processes.
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import os
@@ -33,11 +42,15 @@ from typing import TYPE_CHECKING, Any
 
 from olivepress.cpu import TorchThreads, torch_threads
 from olivepress.errors import OlivepressError
-from olivepress.train.args import ADAMW_OPTIMIZERS, TrainingArgs
+from olivepress.train.args import TrainingArgs
 from olivepress.train.device import ThreadTuner, autocast_dtype, training_device, training_threads
+from olivepress.train.hooks import enable_checkpointing, neftune_hook
 from olivepress.train.loss import summed_loss
+from olivepress.train.meter import TrainingLog, TrainMeter
 from olivepress.train.micro_batches import Batch, epoch_batches, eval_batches
+from olivepress.train.optim import make_optimizer, make_scheduler
 from olivepress.train.progress import TrainingProgress
+from olivepress.train.world import World
 
 if TYPE_CHECKING:
     import torch
@@ -73,159 +86,240 @@ def train(
     *,
     pad_id: int,
     log_path: Path | None = None,
+    world: World | None = None,
 ) -> TrainResult:
-    """Train the trainable parameters of `model` (e.g. a PEFT model) on `train_examples`."""
-    with torch_threads(training_threads()) as scope:
-        return _train(scope, model, train_examples, eval_examples, args, pad_id=pad_id, log_path=log_path)
-
-
-def _train(
-    scope: TorchThreads,
-    model: torch.nn.Module,
-    train_examples: Examples,
-    eval_examples: Examples,
-    args: TrainingArgs,
-    *,
-    pad_id: int,
-    log_path: Path | None,
-) -> TrainResult:
-    import torch
-
+    """Train the trainable parameters of `model` (e.g. a PEFT model) on `train_examples`,
+    alone or as one of the processes of `world` (which write `log_path` on rank 0 only)."""
     if not train_examples:
-        raise OlivepressError("there are no training sequences; give a data set with at least one non-empty text")
-    threads = scope.count
-    device = training_device()
-    fixed = args.full_determinism or bool(os.environ.get("OMP_NUM_THREADS")) or device.type != "cpu"
-    tuner = ThreadTuner(threads, fixed=fixed)
-    model.to(device)
-    dtype = autocast_dtype(args, device)
-    precision = "fp32" if dtype is None else str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise OlivepressError("the model has no trainable parameters; check target_modules")
-
-    batches_per_epoch = math.ceil(len(train_examples) / args.per_device_train_batch_size)
-    steps_per_epoch = max(1, math.ceil(batches_per_epoch / args.gradient_accumulation_steps))
-    total_steps = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.num_train_epochs)
-    optimizer = _optimizer(params, args)
-    warmup = args.warmup_steps or math.ceil(args.warmup_ratio * total_steps)
-    scheduler = _scheduler(optimizer, args, warmup, total_steps)
-    eval_every = _eval_interval(args, bool(eval_examples), steps_per_epoch)
-    evaluate = _evaluator(model, eval_examples, args, pad_id, dtype)
-    if args.gradient_checkpointing:
-        _enable_checkpointing(model, args)
-    neftune = _neftune_hook(model, args.neftune_noise_alpha)
-
-    record = _Recorder(log_path)
-    trainable = sum(p.numel() for p in params)
-    record(
-        event="start", total_steps=total_steps, steps_per_epoch=steps_per_epoch, sequences=len(train_examples),
-        eval_sequences=len(eval_examples), trainable_params=trainable, precision=precision, threads=threads,
-        device=str(device), args=args.model_dump(mode="json"),
-    )
-    log.info(
-        "Training %s parameters on %d sequences for %d steps (%s, %d threads)",
-        f"{trainable:,}", len(train_examples), total_steps, precision, threads,
-    )
-    started = time.perf_counter()
-    micro = _micro_batches(train_examples, args, pad_id)
-    first = next(micro)
-    threads_note = tuner.calibrate(lambda: _forward(model, first, device, dtype))
-    scope.use(tuner.choice)
-    if threads_note:
-        log.info("%s", threads_note)
-        record(event="threads", step=0, threads=tuner.choice, message=threads_note)
-    micro = itertools.chain([first], micro)
-    torch.manual_seed(args.seed)  # dropout draws
-    eval_before = evaluate() if eval_examples and args.eval_on_start else None
-    if eval_before is not None:
-        record(event="eval", step=0, epoch=0.0, eval_loss=eval_before)
-    tokens = padded = 0
-    window_loss = window_targets = 0.0
-    last_loss, eval_loss = float("nan"), eval_before
-    window_started, window_tokens = time.perf_counter(), 0
-    eval_time = 0.0
-    model.train()
-    with TrainingProgress(total_steps) as progress:
-        if eval_before is not None:
-            progress.note(f"eval loss before training: {eval_before:.4f}")
-        for step in range(1, total_steps + 1):
-            scope.use(tuner.threads_for(step))
-            step_started = time.perf_counter()
-            group = [next(micro) for _ in range(args.gradient_accumulation_steps)]
-            targets = sum(batch.num_targets for batch in group)
-            for batch in group:
-                with _autocast(device, dtype):
-                    loss_sum = summed_loss(model, batch, args.label_smoothing_factor)
-                (loss_sum / max(targets, 1)).backward()
-                window_loss += float(loss_sum.detach())
-                tokens += batch.num_tokens
-                window_tokens += batch.num_tokens
-                padded += batch.num_tokens - int(batch.attention_mask.sum()) if batch.attention_mask is not None else 0
-            window_targets += targets
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, args.max_grad_norm or float("inf"))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            change = tuner.observe(step, sum(b.num_tokens for b in group), time.perf_counter() - step_started)
-            if change:
-                progress.note(change)
-                record(event="threads", step=step, threads=tuner.choice, message=change)
-
-            speed = window_tokens / max(time.perf_counter() - window_started, 1e-9)
-            is_log = step % args.logging_steps == 0 or step == total_steps
-            running = window_loss / max(window_targets, 1)
-            progress.step(step, running, speed, log_line=is_log, learning_rate=scheduler.get_last_lr()[0])
-            if is_log:
-                last_loss = running
-                record(
-                    event="train", step=step, epoch=round(_epoch(step, args, batches_per_epoch), 4), loss=running,
-                    learning_rate=scheduler.get_last_lr()[0], grad_norm=float(grad_norm), tokens_per_s=round(speed, 1),
-                    elapsed_s=round(time.perf_counter() - started, 2),
-                )
-                window_loss = window_targets = 0.0
-                window_started, window_tokens = time.perf_counter(), 0
-            if eval_every and (step % eval_every == 0 or step == total_steps):
-                eval_started = time.perf_counter()
-                eval_loss = evaluate()
-                eval_time += time.perf_counter() - eval_started
-                model.train()
-                record(event="eval", step=step, epoch=round(_epoch(step, args, batches_per_epoch), 4), eval_loss=eval_loss)
-                progress.note(f"step {step}/{total_steps}: eval loss {eval_loss:.4f}")
-                window_started = time.perf_counter()
-    if neftune is not None:
-        neftune.remove()
-    model.eval()
-    runtime = time.perf_counter() - started
-    result = TrainResult(
-        steps=total_steps, epochs=_epoch(total_steps, args, batches_per_epoch), train_loss=last_loss,
-        eval_loss_before=eval_before, eval_loss=eval_loss, train_tokens=tokens,
-        padding_fraction=padded / tokens if tokens else 0.0, runtime_s=runtime, precision=precision,
-        history=record.history,
-    )
-    record(
-        event="end", steps=result.steps, epochs=round(result.epochs, 4), train_loss=result.train_loss,
-        eval_loss_before=eval_before, eval_loss=eval_loss, train_tokens=tokens,
-        padding_fraction=round(result.padding_fraction, 4), runtime_s=round(runtime, 2),
-        eval_runtime_s=round(eval_time, 2), threads=tuner.choice, tokens_per_s=round(tokens / max(runtime - eval_time, 1e-9), 1),
-    )
-    return result
+        raise OlivepressError(
+            "there are no training sequences; give a data set with at least one non-empty text"
+        )
+    with torch_threads(training_threads()) as scope:
+        run = _TrainingRun(scope, model, train_examples, eval_examples, args, pad_id, log_path, world or World())
+        run.start()
+        with TrainingProgress(run.plan.total_steps, quiet=not run.world.is_main) as progress:
+            run.evaluate_before(progress)
+            for step in range(1, run.plan.total_steps + 1):
+                run.optimizer_step(step, progress)
+                if run.plan.evaluates_at(step):
+                    run.evaluate(step, progress)
+        return run.finish()
 
 
-def evaluate_loss(model: torch.nn.Module, examples: Examples, batch_size: int, pad_id: int, dtype=None) -> float:
-    """Token-weighted mean next-token loss of `model` on `examples`."""
+@dataclass(frozen=True)
+class _Plan:
+    """How long training runs, and when it logs and evaluates."""
+
+    total_steps: int
+    steps_per_epoch: int
+    batches_per_epoch: int
+    warmup: int
+    logging_steps: int
+    eval_every: int | None
+    accumulation: int
+
+    @classmethod
+    def of(cls, sequences: int, args: TrainingArgs, has_eval: bool) -> _Plan:
+        batches_per_epoch = math.ceil(sequences / args.per_device_train_batch_size)
+        steps_per_epoch = max(1, math.ceil(batches_per_epoch / args.gradient_accumulation_steps))
+        total = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.num_train_epochs)
+        return cls(
+            total_steps=total, steps_per_epoch=steps_per_epoch, batches_per_epoch=batches_per_epoch,
+            warmup=args.warmup_steps or math.ceil(args.warmup_ratio * total),
+            logging_steps=args.logging_steps, eval_every=_eval_interval(args, has_eval, steps_per_epoch),
+            accumulation=args.gradient_accumulation_steps,
+        )
+
+    def logs_at(self, step: int) -> bool:
+        return step % self.logging_steps == 0 or step == self.total_steps
+
+    def evaluates_at(self, step: int) -> bool:
+        return bool(self.eval_every) and (step % self.eval_every == 0 or step == self.total_steps)
+
+    def epoch(self, step: int) -> float:
+        return step * self.accumulation / self.batches_per_epoch
+
+
+class _TrainingRun:
+    """One training run's state: the model and its optimizer, the data stream, meter and log."""
+
+    def __init__(self, scope: TorchThreads, model, train_examples: Examples, eval_examples: Examples, args: TrainingArgs,
+                 pad_id: int, log_path: Path | None, world: World):
+        self.scope, self.model, self.args, self.pad_id, self.world = scope, model, args, pad_id, world
+        self.train_examples, self.eval_examples = train_examples, eval_examples
+        self.threads = scope.count
+        self.device = training_device()
+        fixed = args.full_determinism or bool(os.environ.get("OMP_NUM_THREADS")) or self.device.type != "cpu"
+        self.tuner = ThreadTuner(self.threads, fixed=fixed)
+        model.to(self.device)
+        self.dtype = autocast_dtype(args, self.device)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        if not self.params:
+            raise OlivepressError("the model has no trainable parameters; check target_modules")
+        world.same_start(self.params)
+        self.plan = _Plan.of(len(train_examples), args, bool(eval_examples))
+        self.optimizer = make_optimizer(self.params, args)
+        self.scheduler = make_scheduler(self.optimizer, args, self.plan.warmup, self.plan.total_steps)
+        if args.gradient_checkpointing:
+            enable_checkpointing(model, args)
+        self.neftune = neftune_hook(model, args.neftune_noise_alpha)
+        self.record = TrainingLog(log_path if world.is_main else None)
+        self.meter: TrainMeter | None = None
+        self.micro: Iterator[Batch] = iter(())
+        self.last_loss, self.eval_before, self.eval_loss = float("nan"), None, None
+
+    @property
+    def precision(self) -> str:
+        if self.dtype is None:
+            return "fp32"
+        return str(self.dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16")
+
+    def start(self) -> None:
+        """Write the start record, then pick the thread count on the first micro-batch."""
+        import torch
+
+        trainable = sum(p.numel() for p in self.params)
+        plan, world = self.plan, self.world
+        processes = {}
+        if world.size > 1:
+            args = self.args
+            layout = world.layout(args.gradient_accumulation_steps, args.per_device_train_batch_size)
+            processes = {"processes": world.size, **layout}
+        self.record(
+            event="start", total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
+            sequences=len(self.train_examples), eval_sequences=len(self.eval_examples),
+            trainable_params=trainable, precision=self.precision, threads=self.threads,
+            device=str(self.device), args=self.args.model_dump(mode="json"), **processes,
+        )
+        where = f"{self.threads} threads" + (f" in each of {world.size} processes" if world.size > 1 else "")
+        log.info(
+            "Training %s parameters on %d sequences for %d steps (%s, %s)",
+            f"{trainable:,}", len(self.train_examples), plan.total_steps, self.precision, where,
+        )
+        self.meter = TrainMeter()
+        micro = _micro_batches(self.train_examples, self.args, self.pad_id)
+        first = next(micro)
+        threads_note = self.tuner.calibrate(lambda: _forward(self.model, first, self.device, self.dtype))
+        self.scope.use(self.tuner.choice)
+        if threads_note:
+            log.info("%s", threads_note)
+            self.record(event="threads", step=0, threads=self.tuner.choice, message=threads_note)
+        self.micro = itertools.chain([first], micro)
+        torch.manual_seed(self.args.seed)  # dropout draws
+
+    def evaluate_before(self, progress: TrainingProgress) -> None:
+        if self.eval_examples and self.args.eval_on_start:
+            self.eval_before = self.eval_loss = self._eval_loss()
+            self.record(event="eval", step=0, epoch=0.0, eval_loss=self.eval_before)
+            progress.note(f"eval loss before training: {self.eval_before:.4f}")
+        self.meter.new_window()
+        self.model.train()
+
+    def optimizer_step(self, step: int, progress: TrainingProgress) -> None:
+        """Forward and backward over the step's micro-batches, clip, update; then the log line."""
+        import torch
+
+        meter = self.meter
+        self.scope.use(self.tuner.threads_for(step))
+        step_started = time.perf_counter()
+        accumulation = self.args.gradient_accumulation_steps
+        group = [next(self.micro) for _ in range(accumulation)]
+        # The whole global batch's targets: every process divides by the same count.
+        targets = sum(batch.num_targets for batch in group)
+        mine = self.world.share(group)
+        for index, batch in mine:
+            torch.manual_seed(_dropout_seed(self.args.seed, (step - 1) * accumulation + index))
+            with _autocast(self.device, self.dtype):
+                loss_sum = summed_loss(self.model, batch, self.args.label_smoothing_factor)
+            (loss_sum / max(targets, 1)).backward()
+            meter.add_batch(batch, float(loss_sum.detach()))
+        meter.add_targets(targets)
+        self.world.sum_gradients(self.params)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.args.max_grad_norm or float("inf"))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        step_tokens = sum(batch.num_tokens for _, batch in mine)
+        change = self.tuner.observe(step, step_tokens, time.perf_counter() - step_started)
+        if change:
+            progress.note(change)
+            self.record(event="threads", step=step, threads=self.tuner.choice, message=change)
+
+        window_loss, window_tokens = self.world.sum([meter.window_loss, meter.window_tokens])
+        speed = window_tokens / meter.window_seconds()
+        running = window_loss / max(meter.window_targets, 1)
+        is_log = self.plan.logs_at(step)
+        learning_rate = self.scheduler.get_last_lr()[0]
+        progress.step(step, running, speed, log_line=is_log, learning_rate=learning_rate)
+        if is_log:
+            self.last_loss = running
+            self.record(
+                event="train", step=step, epoch=round(self.plan.epoch(step), 4), loss=running,
+                learning_rate=learning_rate, grad_norm=float(grad_norm), tokens_per_s=round(speed, 1),
+                elapsed_s=round(meter.elapsed(), 2),
+            )
+            meter.new_window()
+
+    def evaluate(self, step: int, progress: TrainingProgress) -> None:
+        with self.meter.evaluating():
+            self.eval_loss = self._eval_loss()
+        self.model.train()
+        self.record(event="eval", step=step, epoch=round(self.plan.epoch(step), 4), eval_loss=self.eval_loss)
+        progress.note(f"step {step}/{self.plan.total_steps}: eval loss {self.eval_loss:.4f}")
+
+    def finish(self) -> TrainResult:
+
+        self.scope.use(self.threads)
+        if self.neftune is not None:
+            self.neftune.remove()
+        self.model.eval()
+        meter, plan = self.meter, self.plan
+        runtime = meter.elapsed()
+        tokens, padding = (int(n) for n in self.world.sum([meter.tokens, meter.padding]))
+        processes = {}
+        if self.world.size > 1:
+            # Proof that every process trained: what each one ran through the model.
+            processes = {"sequences_per_process": self.world.gather(meter.sequences),
+                         "tokens_per_process": self.world.gather(meter.tokens)}
+        result = TrainResult(
+            steps=plan.total_steps, epochs=plan.epoch(plan.total_steps), train_loss=self.last_loss,
+            eval_loss_before=self.eval_before, eval_loss=self.eval_loss, train_tokens=tokens,
+            padding_fraction=padding / tokens if tokens else 0.0, runtime_s=runtime, precision=self.precision,
+            history=self.record.history,
+        )
+        self.record(
+            event="end", steps=result.steps, epochs=round(result.epochs, 4), train_loss=result.train_loss,
+            eval_loss_before=self.eval_before, eval_loss=self.eval_loss, train_tokens=tokens,
+            padding_fraction=round(result.padding_fraction, 4), runtime_s=round(runtime, 2),
+            eval_runtime_s=round(meter.eval_seconds, 2), threads=self.tuner.choice,
+            tokens_per_s=round(tokens / max(runtime - meter.eval_seconds, 1e-9), 1), **processes,
+        )
+        return result
+
+    def _eval_loss(self) -> float:
+        batch_size = self.args.per_device_eval_batch_size
+        return evaluate_loss(self.model, self.eval_examples, batch_size, self.pad_id, self.dtype, self.world)
+
+
+def evaluate_loss(
+    model: torch.nn.Module, examples: Examples, batch_size: int, pad_id: int, dtype=None,
+    world: World | None = None,
+) -> float:
+    """Token-weighted mean next-token loss of `model` on `examples` (split over `world`'s processes)."""
     import torch
 
+    world = world or World()
     device = training_device()
     was_training = model.training
     model.eval()
     total = count = 0.0
     with torch.no_grad():
-        for batch in eval_batches(examples, batch_size, pad_id):
+        for batch in eval_batches(examples, batch_size, pad_id)[world.rank::world.size]:
             with _autocast(device, dtype):
                 total += float(summed_loss(model, batch))
             count += batch.num_targets
     model.train(was_training)
+    total, count = world.sum([total, count])
     return total / count if count else float("nan")
 
 
@@ -240,10 +334,6 @@ def _forward(model, batch: Batch, device, dtype) -> None:
     model.train(was_training)
 
 
-def _evaluator(model, examples: Examples, args: TrainingArgs, pad_id: int, dtype):
-    return lambda: evaluate_loss(model, examples, args.per_device_eval_batch_size, pad_id, dtype)
-
-
 def _micro_batches(examples: Examples, args: TrainingArgs, pad_id: int) -> Iterator[Batch]:
     """Micro-batches epoch after epoch (each epoch reshuffled), for as long as steps need them."""
     epoch = 0
@@ -255,89 +345,26 @@ def _micro_batches(examples: Examples, args: TrainingArgs, pad_id: int) -> Itera
         epoch += 1
 
 
-def _epoch(step: int, args: TrainingArgs, batches_per_epoch: int) -> float:
-    return step * args.gradient_accumulation_steps / batches_per_epoch
-
-
 def _eval_interval(args: TrainingArgs, has_eval: bool, steps_per_epoch: int) -> int | None:
     strategy = args.eval_strategy or ("steps" if has_eval else "no")
     if strategy == "no" or not has_eval:
         if strategy != "no":
-            log.warning("eval_strategy is '%s' but there is no eval data; set eval_dataset_size or eval_data_config", strategy)
+            log.warning(
+                "eval_strategy is '%s' but there is no eval data; set eval_dataset_size or eval_data_config",
+                strategy,
+            )
         return None
     if strategy == "epoch":
         return steps_per_epoch
     return args.eval_steps or args.logging_steps
 
 
-def _optimizer(params, args: TrainingArgs):
-    import torch
-
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    groups = [g for g in groups if g["params"]]
-    if args.optim in ADAMW_OPTIMIZERS:
-        return torch.optim.AdamW(groups, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
-    return torch.optim.SGD(groups, lr=args.learning_rate)
-
-
-def _scheduler(optimizer, args: TrainingArgs, warmup: int, total_steps: int):
-    from transformers import get_scheduler
-
-    try:
-        return get_scheduler(
-            args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
-            scheduler_specific_kwargs=args.lr_scheduler_kwargs or None,
-        )
-    except (TypeError, ValueError) as exc:
-        raise OlivepressError(f"lr_scheduler_type '{args.lr_scheduler_type}' cannot be built: {exc}") from exc
+def _dropout_seed(seed: int, micro_batch: int) -> int:
+    """The seed of dropout (and NEFTune) draws for one micro-batch of the global stream."""
+    return seed * 1_000_003 + micro_batch
 
 
 def _autocast(device, dtype):
     import torch
 
     return torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext()
-
-
-def _enable_checkpointing(model, args: TrainingArgs) -> None:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    kwargs = {"use_reentrant": False, **(args.gradient_checkpointing_kwargs or {})}
-    base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-    if kwargs.get("use_reentrant"):
-        base.enable_input_require_grads()
-
-
-def _neftune_hook(model, alpha: float | None):
-    """NEFTune: uniform noise of scale alpha / sqrt(length * hidden) on the input embeddings, in training."""
-    if not alpha:
-        return None
-    import torch
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-
-    def add_noise(module, inputs, output):
-        if not module.training:
-            return output
-        scale = alpha / math.sqrt(output.shape[-2] * output.shape[-1])
-        return output + torch.zeros_like(output).uniform_(-scale, scale)
-
-    return base.get_input_embeddings().register_forward_hook(add_noise)
-
-
-class _Recorder:
-    """Appends JSON lines to the training log (and keeps them, for the result)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.history: list[dict[str, Any]] = []
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text("")
-
-    def __call__(self, **entry: Any) -> None:
-        entry = {key: (None if isinstance(v, float) and math.isnan(v) else v) for key, v in entry.items()}
-        self.history.append(entry)
-        if self.path is not None:
-            with self.path.open("a", encoding="utf-8") as out:
-                out.write(json.dumps(entry) + "\n")

@@ -102,3 +102,20 @@ def _trimmed(row: dict[str, list[int]]) -> dict[str, list[int]]:
     if n == len(row["input_ids"]):
         return row
     return {"input_ids": row["input_ids"][:n], "labels": row["labels"][:n]}
+
+
+def row_slice(batch: Batch, part: int, parts: int) -> Batch | None:
+    """Rows `part` of `parts` of a micro-batch (None when there are fewer rows than parts),
+    cut back to its own longest row, so a slice carries no more padding than it needs."""
+    import torch
+
+    rows = torch.tensor_split(torch.arange(batch.input_ids.shape[0]), parts)[part]
+    if len(rows) == 0:
+        return None
+    mask = batch.attention_mask[rows] if batch.attention_mask is not None else None
+    width = int(mask.sum(dim=1).max()) if mask is not None else batch.input_ids.shape[1]
+    mask = mask[:, :width] if mask is not None else None
+    if mask is not None and bool(mask.all()):
+        mask = None
+    ids, labels = batch.input_ids[rows, :width], batch.labels[rows, :width]
+    return Batch(input_ids=ids, labels=labels, attention_mask=mask)

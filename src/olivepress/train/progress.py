@@ -1,5 +1,6 @@
 """Training progress on the terminal: a live bar (step, loss, tokens/s, ETA) on an interactive
-terminal, one log line per logging step otherwise (CI logs stay readable)."""
+terminal, one log line per logging step otherwise (CI logs stay readable). Quiet (nothing at
+all) on the processes of a multi-process run other than the first."""
 
 from __future__ import annotations
 
@@ -13,15 +14,16 @@ log = logging.getLogger("olivepress")
 
 
 class TrainingProgress:
-    def __init__(self, total_steps: int, description: str = "training"):
+    def __init__(self, total_steps: int, description: str = "training", *, quiet: bool = False):
         self.total = total_steps
+        self.quiet = quiet
         self.description = description
         self.started = time.perf_counter()
         self._bar = None
         self._task = None
 
     def __enter__(self) -> TrainingProgress:
-        if sys.stderr.isatty() and log.isEnabledFor(logging.INFO):
+        if sys.stderr.isatty() and log.isEnabledFor(logging.INFO) and not self.quiet:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -45,7 +47,11 @@ class TrainingProgress:
         if self._bar is not None:
             self._bar.stop()
 
-    def step(self, step: int, loss: float, tokens_per_s: float, *, log_line: bool, learning_rate: float) -> None:
+    def step(
+        self, step: int, loss: float, tokens_per_s: float, *, log_line: bool, learning_rate: float
+    ) -> None:
+        if self.quiet:
+            return
         if self._bar is not None:
             self._bar.update(self._task, completed=step, loss=f"{loss:.3f}", speed=f"{tokens_per_s:,.0f}")
             return
@@ -57,6 +63,8 @@ class TrainingProgress:
 
     def note(self, message: str) -> None:
         """A line above the bar (or in the log): eval results and the like."""
+        if self.quiet:
+            return
         if self._bar is not None:
             self._bar.console.print(message)
         else:

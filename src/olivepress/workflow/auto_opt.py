@@ -33,6 +33,8 @@ def plan_auto_opt(
     output_path: str | Path,
     adapter_path: str | Path | None = None,
     adapter_name: str = "default",
+    adapter_precision: str = "fp32",
+    adapter_block_size: int | None = None,
     device: str | None = None,
     provider: str | None = None,
     precision: str = "int4",
@@ -81,7 +83,10 @@ def plan_auto_opt(
         builder["int4_accuracy_level"] = int4_accuracy_level
     passes: dict[str, Any] = {"builder": builder}
     if adapter_path:
-        passes["extract_adapters"] = {"type": "ExtractAdapters", "adapter_name": adapter_name}
+        passes["extract_adapters"] = {"type": "ExtractAdapters", "adapter_name": adapter_name,
+                                      "adapter_precision": adapter_precision}
+        if adapter_block_size:
+            passes["extract_adapters"]["adapter_block_size"] = adapter_block_size
     input_model = model.model_dump(exclude={"kind", "path"}) | {"type": "HfModel", "model_path": model.path}
     config = _config(input_model, passes, device, provider, output_path, cache_dir)
     chain = " -> ".join(f"{spec['type']}" for spec in passes.values())

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from olivepress.data.config import DataConfig
 from olivepress.evaluate.config import EvaluatorConfig
 from olivepress.share.config import PackagingConfig
 from olivepress.workflow.search_config import SearchStrategyConfig
 
-SUPPORTED_SYSTEMS = ("LocalSystem",)
+SUPPORTED_SYSTEMS = ("LocalSystem", "Ray")
 
 
 class _Strict(BaseModel):
@@ -40,9 +40,31 @@ class AcceleratorConfig(_Strict):
     execution_providers: list[str] | None = None
 
 
+class ResourcesPerTrial(_Strict):
+    """What one search candidate (its passes and its evaluation) reserves on a Ray node."""
+
+    num_cpus: float = Field(1, gt=0, description="CPU cores per candidate; Ray runs as many at once as fit.")
+    num_gpus: float = Field(0, ge=0, description="GPUs per candidate (fractions share a GPU).")
+
+
 class SystemConfig(_Strict):
-    type: Literal["LocalSystem"] = Field("LocalSystem", description="Only LocalSystem: olivepress runs workflows on this machine.")
+    type: Literal["LocalSystem", "Ray"] = Field(
+        "LocalSystem", description="LocalSystem: this machine. Ray: a Ray cluster runs a search's candidates."
+    )
     accelerators: list[AcceleratorConfig] = Field(default_factory=list)
+    address: str | None = Field(
+        None, description="Ray only: 'ray://host:10001', 'host:6379', 'auto' (a running cluster), 'local' "
+        "(a new one in this process); absent: RAY_ADDRESS, else a running local cluster, else a new one."
+    )
+    resources_per_trial: ResourcesPerTrial | None = Field(
+        None, description="Ray only: what each candidate reserves."
+    )
+
+    @model_validator(mode="after")
+    def _ray_keys_need_ray(self) -> SystemConfig:
+        if self.type != "Ray" and (self.address is not None or self.resources_per_trial is not None):
+            raise ValueError("address and resources_per_trial are options of a Ray system; set type Ray")
+        return self
 
     @field_validator("accelerators", mode="before")
     @classmethod
@@ -75,7 +97,9 @@ class WorkflowConfig(_Strict):
         None, description="The evaluator (a name under evaluators, or inline) that measures the input and output models."
     )
     allow_user_code: bool = Field(False, description="Run Python the config names (user_script, custom metrics); same as --allow-user-code.")
-    host: str | None = Field(None, description="Name of the system under `systems` that runs the passes.")
+    host: str | None = Field(
+        None, description="Name of the system under `systems` that runs the passes (Ray: the candidates)."
+    )
     target: str | None = Field(None, description="Name of the system under `systems` the model is optimised for.")
     execution_providers: list[str] | None = Field(None, description="Execution providers of the target.")
     packaging_config: PackagingConfig | list[PackagingConfig] | None = Field(

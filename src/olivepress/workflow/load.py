@@ -14,7 +14,7 @@ from olivepress.evaluate.config import EvaluatorConfig
 from olivepress.passes.base import PassConfig
 from olivepress.passes.registry import PassSpec, find_pass
 from olivepress.targets import default_provider
-from olivepress.workflow.config import WorkflowConfig
+from olivepress.workflow.config import SystemConfig, WorkflowConfig
 from olivepress.workflow.errors import explain
 from olivepress.workflow.normalize import normalize_workflow, user_code_references
 from olivepress.workflow.search_config import Objective, SearchStrategyConfig
@@ -50,6 +50,7 @@ class Workflow:
     evaluator: EvaluatorConfig | None = None
     search: SearchStrategyConfig | None = None
     objectives: list[Objective] = field(default_factory=list)
+    host: SystemConfig | None = None  # the system named by `host`; a Ray one runs the candidates
 
     @property
     def searches(self) -> bool:
@@ -113,6 +114,7 @@ def load_workflow(
     return Workflow(
         config=config, flows=_flows(config, planned), device=device, execution_provider=provider,
         evaluator=evaluator, search=search, objectives=_objectives(evaluator, search),
+        host=config.systems[config.host] if config.host else None,
     )
 
 

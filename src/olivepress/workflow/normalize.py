@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from olivepress.errors import OlivepressError
 from olivepress.evaluate.config import EvaluatorConfig
+from olivepress.evaluate.lm_evaluator import is_lm_evaluator, lm_evaluator_metrics
 from olivepress.workflow.config import SUPPORTED_SYSTEMS
 from olivepress.workflow.errors import explain
 from olivepress.workflow.search_config import SearchStrategyConfig
@@ -70,6 +71,8 @@ _METRIC_KEYS = {"warmup_num": "warmup_runs", "repeat_test_num": "timed_runs", "e
 
 def _evaluator(spec: Any) -> Any:
     spec = _unwrap_config(spec)
+    if is_lm_evaluator(spec):  # Olive's lm-eval evaluator: one lm_eval metric per task
+        spec = lm_evaluator_metrics(spec)
     if not isinstance(spec, dict) or not isinstance(spec.get("metrics"), list):
         return spec
     return {**spec, "metrics": [_metric(metric) for metric in spec["metrics"]]}
@@ -160,9 +163,36 @@ def _system(name: str, spec: Any) -> Any:
     if kind is not None and kind not in SUPPORTED_SYSTEMS:
         raise OlivepressError(
             f"system '{name}' has type '{kind}', which olivepress does not run; olivepress runs "
-            f"workflows on this machine: use type {' or '.join(SUPPORTED_SYSTEMS)}"
+            f"workflows on this machine or on a Ray cluster: use type {' or '.join(SUPPORTED_SYSTEMS)}"
         )
     return _unwrap_config(spec)
+
+
+def use_ray_host(raw: dict[str, Any], address: str) -> dict[str, Any]:
+    """The config (either shape) with its host set to the Ray cluster at `address` (`run --ray`).
+
+    A Ray host already named gets the new address; otherwise a system 'ray' is added and made
+    the host, and the system the model was meant for stays the target.
+    """
+    raw = dict(raw)
+    engine = dict(raw["engine"]) if isinstance(raw.get("engine"), dict) else {}
+    systems = {name: _system(name, spec) for name, spec in (raw.get("systems") or {}).items()}
+    host, target = raw.get("host", engine.get("host")), raw.get("target", engine.get("target"))
+    if host in systems and isinstance(systems[host], dict) and systems[host].get("type") == "Ray":
+        systems[host] = {**systems[host], "address": address}
+    else:
+        if target is None:
+            target = host if host is not None else (next(iter(systems)) if len(systems) == 1 else None)
+        host = "ray"
+        while host in systems:
+            host += "_"
+        systems[host] = {"type": "Ray", "address": address}
+    if "engine" in raw:
+        raw["engine"] = {key: value for key, value in engine.items() if key not in ("host", "target")}
+    raw.update(systems=systems, host=host)
+    if target is not None:
+        raw["target"] = target
+    return raw
 
 
 def _input_model(spec: Any) -> Any:

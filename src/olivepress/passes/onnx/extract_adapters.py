@@ -5,6 +5,10 @@ active the model still runs (the LoRA path adds zeros), and with an adapter acti
 its tensors under the same names. On the CPU the graph also goes behind one switch
 (runtime/lora_switch.py), so with no adapter active the LoRA nodes do not run at all. Other
 adapters for the same base convert with `olivepress convert-adapters` and load side by side.
+
+`adapter_precision` sets how the adapter files store the LoRA matrices (fp32, fp16, or
+block-quantized int8 / int4): the graph then reads them through small decoders
+(runtime/adapter_precision.py), and every adapter converted for this model uses the same.
 """
 
 from __future__ import annotations
@@ -13,11 +17,19 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from olivepress.errors import OlivepressError
 from olivepress.models.handles import OnnxModel
 from olivepress.passes.base import PassConfig, PassContext
+from olivepress.runtime.adapter_precision import (
+    BLOCK_SIZES,
+    DEFAULT_BLOCK_SIZE,
+    PRECISIONS,
+    AdapterPrecision,
+    add_decoders,
+    encode,
+)
 from olivepress.runtime.adapters import (
     ADAPTER_FILE,
     RANK_DIM,
@@ -30,7 +42,7 @@ from olivepress.runtime.adapters import (
 )
 from olivepress.runtime.lora_switch import add_lora_switch
 
-VERSION = 2
+VERSION = 3
 ACCEPTS = ("onnx",)
 
 
@@ -45,31 +57,59 @@ class Config(PassConfig):
             "where it was measured."
         ),
     )
+    adapter_precision: str = Field(
+        "fp32", description=f"How the adapter file stores the LoRA matrices: one of {', '.join(PRECISIONS)}."
+    )
+    adapter_block_size: int = Field(
+        DEFAULT_BLOCK_SIZE, description=f"Values per scale for int8 / int4 adapters: one of {BLOCK_SIZES}."
+    )
+    adapter_symmetric: bool = Field(True, description="int8 / int4: a zero point fixed at the grid's middle.")
+
+    @field_validator("adapter_precision")
+    @classmethod
+    def _known_precision(cls, value: str) -> str:
+        if value not in PRECISIONS:
+            raise ValueError(f"adapter precision '{value}' is not one of {', '.join(PRECISIONS)}")
+        return value
 
 
 def run(model: OnnxModel, config: Config, out_dir: Path, ctx: PassContext) -> OnnxModel:
     import onnx
     from onnx import helper, numpy_helper
 
+    precision = AdapterPrecision(config.adapter_precision, config.adapter_block_size)
     source_file = model_file(model.folder)
     proto = onnx.load(source_file)
     graph = proto.graph
-    adapter: dict[str, np.ndarray] = {}
+    matrices: dict[str, np.ndarray] = {}
+    fixed: dict[str, tuple[int, int]] = {}  # name -> (size of its non-rank axis, elem type)
     for initializer in list(graph.initializer):
-        if not is_lora_name(initializer.name):
-            continue
-        weights = numpy_helper.to_array(initializer)
-        adapter[initializer.name] = weights
-        is_a = ".lora_A." in initializer.name
-        empty_shape = (weights.shape[0], 0) if is_a else (0, weights.shape[1])
-        graph.initializer.remove(initializer)
-        graph.initializer.append(numpy_helper.from_array(np.zeros(empty_shape, dtype=weights.dtype), initializer.name))
-        dims = [weights.shape[0], RANK_DIM] if is_a else [RANK_DIM, weights.shape[1]]
-        graph.input.append(helper.make_tensor_value_info(initializer.name, initializer.data_type, dims))
-    if not adapter:
+        if is_lora_name(initializer.name):
+            matrices[initializer.name] = numpy_helper.to_array(initializer)
+            axis = 0 if ".lora_A." in initializer.name else 1
+            fixed[initializer.name] = (matrices[initializer.name].shape[axis], initializer.data_type)
+            graph.initializer.remove(initializer)
+    if not matrices:
         raise OlivepressError(
             f"{model.path} has no LoRA weights to extract; build it from a model with an adapter_path"
         )
+    if precision.name == "fp32":
+        adapter, defaults = matrices, {}
+        for name, (size, elem_type) in fixed.items():
+            dims = [size, RANK_DIM] if ".lora_A." in name else [RANK_DIM, size]
+            graph.input.append(helper.make_tensor_value_info(name, elem_type, dims))
+            empty_shape = [0 if dim == RANK_DIM else dim for dim in dims]
+            defaults[name] = np.zeros(empty_shape, dtype=matrices[name].dtype)
+    else:
+        defaults = add_decoders(proto, fixed, precision, RANK_DIM)
+        encoded = encode({name: m.astype(np.float32) for name, m in matrices.items()}, precision,
+                         symmetric=config.adapter_symmetric)
+        adapter = {name: tensor.astype(defaults[name].dtype) for name, tensor in encoded.items()}
+        stored_mb = sum(t.nbytes for t in adapter.values()) / 1e6
+        fp32_mb = sum(m.size * 4 for m in matrices.values()) / 1e6
+        ctx.log.info("LoRA matrices stored as %s: %.2f MB (%.2f MB as fp32)", precision.name, stored_mb, fp32_mb)
+    # Rank-0 defaults: with no adapter active the model runs, and the LoRA paths add nothing.
+    graph.initializer.extend(numpy_helper.from_array(empty, name) for name, empty in defaults.items())
     if config.lora_switch if config.lora_switch is not None else ctx.execution_provider == "CPUExecutionProvider":
         packed = {node.input[1] for node in graph.node if node.op_type == "MatMulNBits"}
         packed_mb = sum(len(init.raw_data) for init in graph.initializer if init.name in packed) / 1e6

@@ -3,13 +3,15 @@
 Every method takes the data and training options of `AdapterPassConfig`; each method's
 module adds its own (rank, alpha, dropout, quantization). The seed's spellings work as
 written: `lora_r` / `r`, `lora_alpha` / `alpha`, `training_args` with Hugging Face names.
+`num_processes` (and `nnodes`, `node_rank`, `master_addr`, `master_port` for several
+machines) trains data-parallel through torch.distributed; see docs/distributed.md.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from olivepress.data.config import DataConfig
 from olivepress.errors import OlivepressError
@@ -39,6 +41,19 @@ class AdapterPassConfig(PassConfig):
     )
     modules_to_save: list[str] | None = Field(None, description="Modules trained in full and saved with the adapter.")
     training_args: TrainingArgs = Field(default_factory=TrainingArgs, description="Hugging Face TrainingArguments names.")
+    num_processes: int = Field(
+        1, description="Training processes on this machine (data-parallel through torch.distributed: gloo "
+        "on CPU, nccl on GPU); the global batch stays per_device_train_batch_size x "
+        "gradient_accumulation_steps.",
+    )
+    nnodes: int = Field(
+        1, description="Machines training together; each runs the same pass with its own node_rank."
+    )
+    node_rank: int = Field(0, description="This machine's index among nnodes; node 0 writes the adapter.")
+    master_addr: str | None = Field(
+        None, description="Address of node 0 that every machine can reach (nnodes > 1)."
+    )
+    master_port: int = Field(29500, ge=1, le=65535, description="Port on master_addr where machines meet.")
 
     @model_validator(mode="before")
     @classmethod
@@ -54,6 +69,30 @@ class AdapterPassConfig(PassConfig):
         if isinstance(data.get("target_modules"), str):  # "q_proj,v_proj" as typed on a command line
             data["target_modules"] = [name.strip() for name in data["target_modules"].split(",") if name.strip()]
         return data
+
+    @field_validator("num_processes", "nnodes")
+    @classmethod
+    def _at_least_one(cls, value: int, info) -> int:
+        if value < 1:
+            raise OlivepressError(
+                f"{info.field_name} is {value}; give 1 or more ({info.field_name} 2 trains on two "
+                f"{'processes' if info.field_name == 'num_processes' else 'machines'})"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _machines(self) -> AdapterPassConfig:
+        if not 0 <= self.node_rank < self.nnodes:
+            raise OlivepressError(
+                f"node_rank is {self.node_rank} but nnodes is {self.nnodes}; "
+                f"number the machines 0 to {self.nnodes - 1}"
+            )
+        if self.nnodes > 1 and not self.master_addr:
+            raise OlivepressError(
+                f"nnodes is {self.nnodes} but master_addr is not set; give the address of node 0 that every "
+                "machine can reach (and the same master_port on every machine)"
+            )
+        return self
 
 
 class LowRankConfig(AdapterPassConfig):

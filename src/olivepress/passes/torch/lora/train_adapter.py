@@ -16,6 +16,8 @@ from olivepress.models.loading import load_causal_lm, load_tokenizer
 from olivepress.passes.base import PassContext
 from olivepress.passes.torch.lora.config import AdapterPassConfig
 from olivepress.passes.torch.lora.targets import resolve_targets
+from olivepress.train.launch import Processes
+from olivepress.train.world import World
 
 if TYPE_CHECKING:
     from peft import PeftConfig
@@ -44,9 +46,6 @@ class TrainingData:
 
 def train_adapter(model: HfModel, config: AdapterPassConfig, out_dir: Path, ctx: PassContext, method: Method) -> HfModel:
     """Train `method`'s adapter on `model`; the adapter goes to `out_dir/adapter`."""
-    import torch
-    from peft import get_peft_model
-
     if model.adapter_path:
         raise OlivepressError(
             f"the input model already has an adapter ({model.adapter_path}); fold it in first with a "
@@ -55,9 +54,37 @@ def train_adapter(model: HfModel, config: AdapterPassConfig, out_dir: Path, ctx:
     args = config.training_args
     if args.ignored:
         ctx.log.warning(
-            "training_args %s have no effect in olivepress (it saves one adapter at the end, on one device) and are ignored",
+            "training_args %s have no effect in olivepress (it saves one adapter at the end) and are ignored",
             ", ".join(sorted(args.ignored)),
         )
+    if processes_of(config).world_size > 1:
+        from olivepress.passes.torch.lora.processes import train_in_processes
+
+        return train_in_processes(model, config, out_dir, ctx, method)
+    result = train_here(model, config, out_dir, ctx, method)
+    log_summary(ctx, method.name, result)
+    adapter = str(out_dir / ADAPTER_DIR)
+    return HfModel(path=model.path, adapter_path=adapter, task=model.task, load_kwargs=model.load_kwargs)
+
+
+def processes_of(config: AdapterPassConfig) -> Processes:
+    return Processes(
+        per_node=config.num_processes, nnodes=config.nnodes, node_rank=config.node_rank,
+        master_addr=config.master_addr, master_port=config.master_port,
+    )
+
+
+def train_here(
+    model: HfModel, config: AdapterPassConfig, out_dir: Path, ctx: PassContext, method: Method,
+    world: World | None = None,
+) -> TrainResult:
+    """Load, adapt and train in this process (alone, or as one process of `world`); the first
+    process saves the adapter to `out_dir/adapter`."""
+    import torch
+    from peft import get_peft_model
+
+    world = world or World()
+    args = config.training_args
     # Data first: a bad file or template fails in a second, before the model is loaded.
     tokenizer = load_tokenizer(model)
     data = training_data(config, tokenizer, ctx, seed=args.order_seed)
@@ -79,10 +106,13 @@ def train_adapter(model: HfModel, config: AdapterPassConfig, out_dir: Path, ctx:
     from olivepress.train.loop import train
 
     adapter_dir = out_dir / ADAPTER_DIR
-    result = train(peft_model, data.train, data.eval, args, pad_id=pad_token_id(tokenizer), log_path=adapter_dir / TRAINING_LOG)
-    peft_model.save_pretrained(adapter_dir)
-    _log_summary(ctx, method.name, result)
-    return HfModel(path=model.path, adapter_path=str(adapter_dir), task=model.task, load_kwargs=model.load_kwargs)
+    result = train(
+        peft_model, data.train, data.eval, args, pad_id=pad_token_id(tokenizer),
+        log_path=adapter_dir / TRAINING_LOG, world=world,
+    )
+    if world.is_main:
+        peft_model.save_pretrained(adapter_dir)
+    return result
 
 
 def training_data(
@@ -132,7 +162,7 @@ def _usable(examples: list[dict[str, list[int]]]) -> list[dict[str, list[int]]]:
     return [ex for ex in examples if sum(label != IGNORE_INDEX for label in ex["labels"][1:]) > 0]
 
 
-def _log_summary(ctx: PassContext, name: str, result: TrainResult) -> None:
+def log_summary(ctx: PassContext, name: str, result: TrainResult) -> None:
     evals = f"; eval loss {result.eval_loss_before:.4f} -> {result.eval_loss:.4f}" if result.eval_loss_before is not None and result.eval_loss is not None else ""
     evals = evals or (f"; eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
     ctx.log.info(
