@@ -9,6 +9,7 @@ import argparse
 
 HELP = "Optimise a model into ONNX for a device and execution provider (ORT GenAI for LLMs, with switchable LoRA adapters)."
 
+
 def add_parser(commands) -> None:
     from olivepress.cli.common import add_logging_flags
     from olivepress.runtime.adapter_precision import BLOCK_SIZES, DEFAULT_BLOCK_SIZE, PRECISIONS
