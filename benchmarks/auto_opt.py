@@ -229,12 +229,14 @@ def main() -> None:
         ["app.py prints a travel answer", len(app_answer.split()), len(app_answer.split()) >= 5],
         ["adapter answer differs from base", adapter_answer != base_answer, adapter_answer != base_answer],
         ["parity: worst mean |diff| vs PyTorch+PEFT", worst_mean, worst_mean <= MAX_MEAN_DIFF],
+        ["hand-over check (PyTorch on the same grid) passed", parity.get("passed"), bool(parity.get("passed"))],
         ["decode: adapter / no adapter", with_adapter / without, with_adapter / without >= MIN_ADAPTER_RATIO],
         ["decode: no adapter / plain builder", without / plain_speed, without >= plain_speed],
     ]
     small_with, small_without = speeds["q/v adapter active"]["median"], speeds["q/v build, no adapter"]["median"]
     smaller = [["q/v adapter / no adapter", small_with / small_without], ["q/v build no adapter / plain", small_without / plain_speed]]
     print_table("Seed lab commands", ["step", "seconds"], [[k, v] for k, v in seconds.items()])
+    print("auto-opt's check:", *parity.get("lines", [])[:1])
     print_table("Parity with PyTorch+PEFT (auto-opt's check)", ["adapter", "max |diff|", "mean |diff|", "same top-1"],
                 [[r["adapter"], r["max_abs_diff"], r["mean_abs_diff"], r["top1_agreement"]] for r in parity["variants"]])
     print_table(f"Decode tokens/s ({NEW_TOKENS} greedy tokens, median of {ROUNDS})", ["variant", "median", "rounds"],

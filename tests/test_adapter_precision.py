@@ -129,3 +129,13 @@ def test_a_bad_precision_is_one_clear_error(tmp_path, tiny_llama_dir):
     result = olivepress("auto-opt", "-m", str(tiny_llama_dir), "--use_ort_genai",
                         "--adapter_precision", "int3", "-o", str(tmp_path / "out"))
     assert_one_line_error(result, r"--adapter_precision: invalid choice: 'int3'")
+
+
+def test_the_hand_over_check_compares_a_quantized_adapter_as_stored(builds, tiny_llama_dir, tiny_lora_dir):
+    from olivepress.evaluate.parity import FP32_TOLERANCE, check_parity
+    from olivepress.models.handles import HfModel
+
+    report = check_parity(builds["int4"], HfModel(path=str(tiny_llama_dir)), {"default": tiny_lora_dir})
+    assert report.passed, report.lines()
+    assert all(variant.mean_abs_diff <= FP32_TOLERANCE for variant in report.variants)
+

@@ -187,8 +187,11 @@ def test_quantized_base_with_an_adapter_keeps_its_integers_and_matches_peft(tmp_
     (report,) = json.loads((out / "footprint.json").read_text())["checks"].values()
     variants = {v["adapter"]: v for v in report["variants"]}
     assert set(variants) == {"base", "default"}
-    for variant in variants.values():  # int4 MatMulNBits computes with int8 activations on a CPU
-        assert variant["mean_abs_diff"] < 0.05 and variant["top1_agreement"] == 1.0, variants
+    # PyTorch holds the ONNX model's grid (the builder's int4 lm_head / embedding too); what is
+    # left is int8 activations (MatMulNBits at accuracy level 4 on a CPU).
+    assert report["passed"] and report["difference_from"].startswith("int8 activations"), report["lines"]
+    for variant in variants.values():
+        assert variant["mean_abs_diff"] < 0.05 and variant["top1_agreement"] >= 0.99, variants
     # ... and the adapter's own effect is far above that: the LoRA path is really there.
     model = GenAIModel(out)
     ids = [1, 5, 9, 14, 27, 3]
