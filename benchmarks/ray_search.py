@@ -12,11 +12,12 @@ disk measured, the lowest perplexity kept. Each run is `olivepress run` in a fre
 
 Ray gives each candidate task OMP_NUM_THREADS=1 (its num_cpus). The driver is not pinned; it
 only waits. Then the overhead: the same search again in this process with every pass cached and
-only size on disk measured, so that a candidate is ~nothing but its trip through the host: the
-time per candidate on the 2-worker cluster minus the local time per candidate (median of 3).
+only size on disk measured: the driver's round trip for one candidate at a time minus the time
+inside the Ray task, against the same candidate run in this process.
 
     python benchmarks/ray_search.py                 # the random Llama (about 2 minutes here)
     python benchmarks/ray_search.py --model default # the embedded SmolLM2 (longer)
+    python benchmarks/ray_search.py --overhead_only # only the overhead (result ray_search_overhead.json)
 """
 
 from __future__ import annotations
@@ -91,33 +92,57 @@ def timed_run(config: dict, work: Path, *, ray_address: str | None = None, core:
     }
 
 
-def overhead_per_candidate(model: str, work: Path, address: str) -> dict:
-    """Seconds per candidate through each host when a candidate costs ~nothing (cached, size only)."""
+def overhead_per_candidate(model: str, work: Path, address: str, repeats: int = 3) -> dict:
+    """Ray's cost per candidate: the driver's round trip for one candidate at a time (submit,
+    schedule, send the job, run, send the result back) minus the time inside the task. The
+    candidates are cheap (passes cached, size on disk only). Beside it, the same candidate run
+    in this process (the local host), whose only overhead is a function call."""
     import ray
 
     from olivepress.api import run
+    from olivepress.engine.hosts import LocalHost
+    from olivepress.engine.ray_host import RayHost
+    from olivepress.engine.runner import _JobMaker, input_handle, model_fingerprint
+    from olivepress.engine.search import dimensions, flow_at
+    from olivepress.workflow.load import load_workflow
 
     sizes = [{"name": "size", "type": "size_on_disk", "sub_types": [{"name": "size_mb", "priority": 1}]}]
-    local_config = search_config(model, work, "overhead", sizes)
-    ray_config = {**local_config, "systems": {"cluster": {"type": "Ray"}}, "host": "cluster"}
+    config = {**search_config(model, work, "overhead", sizes), "systems": {"c": {"type": "Ray"}}, "host": "c"}
     ray.init(address=address, logging_level="WARNING")
     try:
-        run(ray_config, summary=False, log_level=3)  # builds the cache and starts the workers
-        jobs = CANDIDATES + 1  # the input model's evaluation is a job too
-        timings: dict[str, list[float]] = {"local": [], "ray": []}
-        for _ in range(3):
-            for name, config in (("local", local_config), ("ray", ray_config)):
+        run(config, summary=False, log_level=3)  # fills the cache, starts Ray's worker processes
+        workflow = load_workflow(config)
+        source = input_handle(workflow)
+        make_job = _JobMaker(workflow, source, model_fingerprint(source), Path(config["cache_dir"]).resolve())
+        (flow,) = workflow.flows
+        dims = dimensions(flow)
+        points = [
+            {"q.block_size": b, "q.is_symmetric": s}
+            for b in dims["q.block_size"]
+            for s in dims["q.is_symmetric"]
+        ]
+        jobs = [make_job(flow_at(flow, point)) for point in points]
+        ray_host, local_host = RayHost(workflow.host), LocalHost()
+        round_trips, in_task, local = [], [], []
+        for _ in range(repeats):
+            for job in jobs:
                 started = time.perf_counter()
-                run(config, summary=False, log_level=3)
-                timings[name].append((time.perf_counter() - started) / jobs)
+                (outcome,) = ray_host.run([job])
+                round_trips.append(time.perf_counter() - started)
+                in_task.append(outcome.worker["task_s"])
+                assert outcome.error is None and all(node.from_cache for node in outcome.nodes)
+                started = time.perf_counter()
+                local_host.run([job])
+                local.append(time.perf_counter() - started)
     finally:
         ray.shutdown()
-    local, on_ray = statistics.median(timings["local"]), statistics.median(timings["ray"])
+    overheads = [trip - task for trip, task in zip(round_trips, in_task, strict=True)]
     return {
-        "local_s_per_candidate": round(local, 4),
-        "ray_s_per_candidate": round(on_ray, 4),
-        "overhead_s_per_candidate": round(on_ray - local, 4),
-        "runs": timings,
+        "ray_round_trip_s": round(statistics.median(round_trips), 4),
+        "ray_in_task_s": round(statistics.median(in_task), 4),
+        "overhead_s_per_candidate": round(statistics.median(overheads), 4),
+        "local_s_per_candidate": round(statistics.median(local), 4),
+        "samples": len(overheads),
     }
 
 
@@ -126,6 +151,7 @@ def main() -> None:
     parser.add_argument(
         "--model", default="tiny", help="'tiny' (a random Llama, hidden 512), 'default' or a path"
     )
+    parser.add_argument("--overhead_only", action="store_true", help="Measure only the scheduling overhead.")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("this benchmark pins nodes to cores 0 and 1; it needs two cores")
@@ -135,45 +161,56 @@ def main() -> None:
         from tiny_models import save_tiny_llama
 
         model = str(save_tiny_llama(work / "llama", hidden_size=512, layers=4))
-    results = {"local, 1 core": timed_run(search_config(model, work, "local"), work, core=0)}
-    with local_ray_cluster(nodes=1, cores=[0]) as cluster:
-        results["Ray, 1 worker"] = timed_run(
-            search_config(model, work, "ray1"), work, ray_address=cluster.address
-        )
+    results = {}
+    if not args.overhead_only:
+        results["local, 1 core"] = timed_run(search_config(model, work, "local"), work, core=0)
+        with local_ray_cluster(nodes=1, cores=[0]) as cluster:
+            results["Ray, 1 worker"] = timed_run(
+                search_config(model, work, "ray1"), work, ray_address=cluster.address
+            )
     with local_ray_cluster(nodes=2, cores=[0, 1]) as cluster:
-        results["Ray, 2 workers"] = timed_run(
-            search_config(model, work, "ray2"), work, ray_address=cluster.address
-        )
+        if not args.overhead_only:
+            results["Ray, 2 workers"] = timed_run(
+                search_config(model, work, "ray2"), work, ray_address=cluster.address
+            )
         overhead = overhead_per_candidate(model, work, cluster.address)
-    base = results["Ray, 1 worker"]["wall_s"]
-    rows = [
-        [
-            name,
-            r["wall_s"],
-            r["footprint_total_s"],
-            round(base / r["wall_s"], 2),
-            r["nodes_used"],
-            f"{r['candidates']} ({r['failed']} failed)",
-            r["chosen_model_id"],
+    if results:
+        base = results["Ray, 1 worker"]["wall_s"]
+        rows = [
+            [
+                name,
+                r["wall_s"],
+                r["footprint_total_s"],
+                round(base / r["wall_s"], 2),
+                r["nodes_used"],
+                f"{r['candidates']} ({r['failed']} failed)",
+                r["chosen_model_id"],
+            ]
+            for name, r in results.items()
         ]
-        for name, r in results.items()
-    ]
+        print_table(
+            f"{CANDIDATES}-candidate search, model {args.model} (fresh cache each)",
+            ["host", "wall s", "engine s", "speed-up vs 1 worker", "nodes used", "candidates", "chosen"],
+            rows,
+        )
     print_table(
-        f"{CANDIDATES}-candidate search, model {args.model} (fresh cache each)",
-        ["host", "wall s", "engine s", "speed-up vs 1 worker", "nodes used", "candidates", "chosen"],
-        rows,
-    )
-    print_table(
-        "Scheduling overhead (cached candidates, size on disk only; median of 3)",
-        ["host", "s per candidate"],
+        f"Scheduling overhead per candidate (cached, size on disk only; median of {overhead['samples']})",
+        ["", "s"],
         [
-            ["local", overhead["local_s_per_candidate"]],
-            ["Ray, 2 workers", overhead["ray_s_per_candidate"]],
-            ["Ray overhead", overhead["overhead_s_per_candidate"]],
+            ["Ray: driver's round trip", overhead["ray_round_trip_s"]],
+            ["Ray: inside the task", overhead["ray_in_task_s"]],
+            ["Ray: overhead (difference)", overhead["overhead_s_per_candidate"]],
+            ["local: the same candidate in-process", overhead["local_s_per_candidate"]],
         ],
     )
+    load = os.getloadavg()[0]
+    print(
+        f"\n1-minute load average at the end: {load:.1f} on {os.cpu_count()} cores (other work shares them)"
+    )
+    name = "ray_search_overhead" if args.overhead_only else "ray_search"
     write_result(
-        "ray_search", {"model": args.model, "candidates": CANDIDATES, "runs": results, "overhead": overhead}
+        name,
+        {"model": args.model, "candidates": CANDIDATES, "runs": results, "overhead": overhead, "load": load},
     )
 
 

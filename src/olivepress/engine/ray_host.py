@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from typing import Any
 
 from olivepress.engine.hosts import CandidateJob, CandidateOutcome, run_candidate
@@ -41,9 +42,10 @@ def build_and_measure(job: CandidateJob, log_level: int) -> CandidateOutcome:
 
     from olivepress.ui import setup_logging
 
+    started = time.perf_counter()
     setup_logging()
     logging.getLogger("olivepress").setLevel(log_level)
-    worker = {
+    worker: dict[str, Any] = {
         "node_id": ray.get_runtime_context().get_node_id(),
         "node_ip": ray.util.get_node_ip_address(),
         "pid": os.getpid(),
@@ -53,12 +55,14 @@ def build_and_measure(job: CandidateJob, log_level: int) -> CandidateOutcome:
             f"the input model {job.source.path} is not on node {worker['node_ip']}; put it (and the data "
             "and cache_dir) on a folder every node mounts at the same path"
         )
-        return CandidateOutcome(None, [], {}, error=error, worker=worker)
-    try:
-        outcome = run_candidate(job)
-    except OlivepressError as exc:  # the same on every try: report it rather than retry
-        return CandidateOutcome(None, [], {}, error=str(exc), worker=worker)
-    outcome.worker = worker
+        outcome = CandidateOutcome(None, [], {}, error=error)
+    else:
+        try:
+            outcome = run_candidate(job)
+        except OlivepressError as exc:  # the same on every try: report it rather than retry
+            outcome = CandidateOutcome(None, [], {}, error=str(exc))
+    # the time inside the task: what the driver waited beyond it is Ray's scheduling and transfer
+    outcome.worker = {**worker, "task_s": round(time.perf_counter() - started, 4)}
     return outcome
 
 
