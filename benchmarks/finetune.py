@@ -277,7 +277,7 @@ def processes_comparison(train_file: Path, work: Path, steps: int) -> dict:
 
     data = {
         "name": "travel", "load_dataset_config": {"data_files": str(train_file)},
-        "pre_process_data_config": {"text_template": TEMPLATE, "max_seq_len": 256},
+        "pre_process_data_config": {"text_template": TEMPLATE, "source_max_len": 256},
     }
     runs = {}
     for processes in (1, 2):

@@ -69,6 +69,43 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tiny_llama_dir,
     assert all((tensors_two[k] - tensors_one[k]).abs().max() < 1e-5 for k in tensors_one)
 
 
+def test_two_machines_meet_on_loopback_and_node_0_writes_the_adapter(tiny_llama_dir, travel_data, tmp_path):
+    """--nnodes 2: two `finetune` commands (two "machines" on 127.0.0.1, one process each) train
+    together through torchrun's static rendezvous; only node 0's output has the adapter."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    common = [
+        "finetune", "-m", str(tiny_llama_dir), "--data_files", str(travel_data), "--text_template", TEMPLATE,
+        "--max_samples", "32", "--max_steps", "2", "--per_device_train_batch_size", "2",
+        "--gradient_accumulation_steps", "2", "--nnodes", "2", "--master_addr", "127.0.0.1",
+        "--master_port", str(port), "--log_level", "2",
+    ]
+    node_1 = subprocess.Popen(
+        [sys.executable, "-m", "olivepress", *common, "--node_rank", "1", "-o", str(tmp_path / "n1"),
+         "--cache_dir", str(tmp_path / "c1")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    try:
+        node_0 = olivepress(*common, "--node_rank", "0", "-o", str(tmp_path / "n0"),
+                            "--cache_dir", str(tmp_path / "c0"))
+        _, node_1_err = node_1.communicate(timeout=300)
+    finally:
+        if node_1.poll() is None:  # node 0 failed: node 1 would wait for it until its rendezvous times out
+            node_1.kill()
+            node_1.wait()
+    assert node_0.returncode == 0, node_0.stderr
+    assert node_1.returncode == 0, node_1_err
+    end = records(tmp_path / "n0")[-1]
+    assert end["sequences_per_process"] == [4, 4], end
+    assert not (tmp_path / "n1" / "adapter").exists()
+
+
 def test_a_failing_process_is_one_line_and_leaves_no_output(tiny_llama_dir, travel_data, tmp_path):
     out = tmp_path / "out"
     result = olivepress(

@@ -39,8 +39,8 @@ def test_two_processes_on_the_embedded_model_match_one(travel_data, tmp_path):
 
     def run(name: str, **options) -> list[dict]:
         result = finetune(
-            "default", data_files=str(travel_data), text_template=TEMPLATE, max_samples=64, max_seq_len=256,
-            training_args={"max_steps": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
+            "default", data_files=str(travel_data), text_template=TEMPLATE, max_samples=32, max_seq_len=128,
+            training_args={"max_steps": 4, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
                            "learning_rate": 1e-3, "logging_steps": 1, "full_determinism": True},
             pass_options={"lora_dropout": 0.0, **options}, output_path=tmp_path / name,
             cache_dir=tmp_path / "cache", summary=False,
@@ -49,7 +49,7 @@ def test_two_processes_on_the_embedded_model_match_one(travel_data, tmp_path):
         return [json.loads(line) for line in (adapter / "training_log.jsonl").read_text().splitlines()]
 
     two, one = run("two", num_processes=2), run("one")
-    assert two[-1]["sequences_per_process"] == [16, 16]
+    assert two[-1]["sequences_per_process"] == [8, 8]
     losses_two = [r["loss"] for r in two if r["event"] == "train"]
     losses_one = [r["loss"] for r in one if r["event"] == "train"]
     assert len(losses_two) == 4

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator,
 from olivepress.errors import OlivepressError
 
 # TrainingArguments names (current and older) that have no effect in olivepress's loop:
-# olivepress saves one adapter at the end into the pass's output, and runs on one device.
+# olivepress saves one adapter at the end into the pass's output, and several processes are
+# the pass's num_processes (torch.distributed), not the HF Trainer's ddp_* / fsdp settings.
 IGNORED_HF_ARGS = frozenset(
     {
         "output_dir", "overwrite_output_dir", "do_train", "do_eval", "do_predict", "run_name", "project",

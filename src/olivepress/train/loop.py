@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -49,6 +48,7 @@ from olivepress.train.loss import summed_loss
 from olivepress.train.meter import TrainingLog, TrainMeter
 from olivepress.train.micro_batches import Batch, epoch_batches, eval_batches
 from olivepress.train.optim import make_optimizer, make_scheduler
+from olivepress.train.plan import TrainingPlan
 from olivepress.train.progress import TrainingProgress
 from olivepress.train.world import World
 
@@ -106,40 +106,6 @@ def train(
         return run.finish()
 
 
-@dataclass(frozen=True)
-class _Plan:
-    """How long training runs, and when it logs and evaluates."""
-
-    total_steps: int
-    steps_per_epoch: int
-    batches_per_epoch: int
-    warmup: int
-    logging_steps: int
-    eval_every: int | None
-    accumulation: int
-
-    @classmethod
-    def of(cls, sequences: int, args: TrainingArgs, has_eval: bool) -> _Plan:
-        batches_per_epoch = math.ceil(sequences / args.per_device_train_batch_size)
-        steps_per_epoch = max(1, math.ceil(batches_per_epoch / args.gradient_accumulation_steps))
-        total = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.num_train_epochs)
-        return cls(
-            total_steps=total, steps_per_epoch=steps_per_epoch, batches_per_epoch=batches_per_epoch,
-            warmup=args.warmup_steps or math.ceil(args.warmup_ratio * total),
-            logging_steps=args.logging_steps, eval_every=_eval_interval(args, has_eval, steps_per_epoch),
-            accumulation=args.gradient_accumulation_steps,
-        )
-
-    def logs_at(self, step: int) -> bool:
-        return step % self.logging_steps == 0 or step == self.total_steps
-
-    def evaluates_at(self, step: int) -> bool:
-        return bool(self.eval_every) and (step % self.eval_every == 0 or step == self.total_steps)
-
-    def epoch(self, step: int) -> float:
-        return step * self.accumulation / self.batches_per_epoch
-
-
 class _TrainingRun:
     """One training run's state: the model and its optimizer, the data stream, meter and log."""
 
@@ -157,7 +123,7 @@ class _TrainingRun:
         if not self.params:
             raise OlivepressError("the model has no trainable parameters; check target_modules")
         world.same_start(self.params)
-        self.plan = _Plan.of(len(train_examples), args, bool(eval_examples))
+        self.plan = TrainingPlan.of(len(train_examples), args, bool(eval_examples))
         self.optimizer = make_optimizer(self.params, args)
         self.scheduler = make_scheduler(self.optimizer, args, self.plan.warmup, self.plan.total_steps)
         if args.gradient_checkpointing:
@@ -343,20 +309,6 @@ def _micro_batches(examples: Examples, args: TrainingArgs, pad_id: int) -> Itera
             group_by_length=args.group_by_length, pad_id=pad_id,
         )
         epoch += 1
-
-
-def _eval_interval(args: TrainingArgs, has_eval: bool, steps_per_epoch: int) -> int | None:
-    strategy = args.eval_strategy or ("steps" if has_eval else "no")
-    if strategy == "no" or not has_eval:
-        if strategy != "no":
-            log.warning(
-                "eval_strategy is '%s' but there is no eval data; set eval_dataset_size or eval_data_config",
-                strategy,
-            )
-        return None
-    if strategy == "epoch":
-        return steps_per_epoch
-    return args.eval_steps or args.logging_steps
 
 
 def _dropout_seed(seed: int, micro_batch: int) -> int:

@@ -92,6 +92,6 @@ def _check_devices(processes: Processes, ctx: PassContext) -> None:
 def _where(processes: Processes) -> str:
     if processes.nnodes == 1:
         return "this machine"
-    last = processes.first_rank + processes.per_node - 1
-    here = f"ranks {processes.first_rank}-{last} here, node {processes.node_rank}"
-    return f"{processes.nnodes} machines; {here}"
+    first, last = processes.first_rank, processes.first_rank + processes.per_node - 1
+    ranks = f"rank {first}" if first == last else f"ranks {first}-{last}"
+    return f"{processes.nnodes} machines; {ranks} here, node {processes.node_rank}"
