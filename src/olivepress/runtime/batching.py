@@ -101,6 +101,14 @@ def runs_on_cpu(folder: Path) -> bool:
     return all(not options or set(options) <= {"cpu"} for options in session.get("provider_options", []))
 
 
+def has_windowed_cache(folder: Path) -> bool:
+    """Whether the model keeps fixed-size sliding-window key/value caches for some layers (the
+    builder's default for Gemma-2/3): their attention wants a past of at least the window, and
+    the batcher's caches grow from empty, so such a model keeps ORT GenAI's generators."""
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    return bool(decoder.get("sliding_window"))
+
+
 class PrefixCache:
     """The key/value caches of recent prompts, per adapter, so a prompt that begins like an
     earlier one (the chat template's system prompt, a shared instruction, a conversation's

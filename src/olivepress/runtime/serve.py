@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException
 
 from olivepress.errors import OlivepressError
-from olivepress.runtime.batching import BatchedDecoder, runs_on_cpu
+from olivepress.runtime.batching import BatchedDecoder, has_windowed_cache, runs_on_cpu
 from olivepress.runtime.generate import BASE, GenAIModel, SearchOptions
 from olivepress.runtime.serve_schemas import ChatCompletionRequest, CompletionRequest, error_body
 
@@ -83,6 +83,9 @@ class Server:
         self.executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="olivepress-gen")
         if batching and not runs_on_cpu(model.folder):
             log.info("The model runs on a GPU provider: one ORT GenAI generator per request (the batcher is CPU-only)")
+            batching = False
+        if batching and has_windowed_cache(model.folder):
+            log.info("The model has sliding-window layers: one ORT GenAI generator per request")
             batching = False
         self.batcher = BatchedDecoder(model.folder, model.adapter_files, max_batch=parallel) if batching else None
         self.created = int(time.time())
