@@ -213,3 +213,12 @@ def test_gemma3_rope_parameters_are_flattened_for_the_builder():
     family_of(config).adapt_builder_config(config)
     assert config.rope_parameters == {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}
     assert config.rope_local_base_freq == 1e4
+
+
+def test_auto_opt_on_an_architecture_the_builder_lacks_is_one_line(tmp_path):
+    from test_cli import assert_one_line_error, olivepress
+
+    olmo2 = save_tiny_decoder(tmp_path / "olmo2", "olmo2")
+    result = olivepress("auto-opt", "-m", str(olmo2), "--use_ort_genai", "-o", str(tmp_path / "out"))
+    assert_one_line_error(result, "the ORT GenAI builder does not convert Olmo2ForCausalLM")
+    assert not (tmp_path / "out").exists()
