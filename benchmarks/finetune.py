@@ -192,15 +192,14 @@ def greedy_answers(model, tokenizer, prompts: list[str]) -> list[str]:
 
 
 def quality(model_path: str, adapter: str | None, tokenizer, held_out: list[dict]) -> dict:
-    import torch
+    from olivepress.cpu import torch_threads
 
     # Not timed; one thread keeps small generation steps clear of waiting on a busy core.
-    torch.set_num_threads(1)
-    model = load_with_adapter(model_path, adapter)
-    answers = greedy_answers(model, tokenizer, [r["prompt"] for r in held_out])
-    scores = [rouge_l(a, r["response"]) for a, r in zip(answers, held_out, strict=True)]
-    loss = held_out_loss(model, tokenizer, held_out)
-    torch.set_num_threads(THREADS)
+    with torch_threads(1):
+        model = load_with_adapter(model_path, adapter)
+        answers = greedy_answers(model, tokenizer, [r["prompt"] for r in held_out])
+        scores = [rouge_l(a, r["response"]) for a, r in zip(answers, held_out, strict=True)]
+        loss = held_out_loss(model, tokenizer, held_out)
     return {
         "eval_loss": loss,
         "rouge_l": sum(scores) / len(scores),
@@ -217,6 +216,7 @@ def ablation(model_path: str, train_records: list[dict], steps: int = 2) -> list
     import torch
     from peft import LoraConfig, get_peft_model
 
+    from olivepress.cpu import torch_threads
     from olivepress.models.handles import HfModel
     from olivepress.models.loading import load_causal_lm, load_tokenizer
     from olivepress.passes.torch.lora.train_adapter import pad_token_id
@@ -250,20 +250,19 @@ def ablation(model_path: str, train_records: list[dict], steps: int = 2) -> list
     ]
     rows = []
     for name, batches, loss_of, dtype, threads in settings:
-        torch.set_num_threads(threads)
         per_k = []
-        for index, batch in enumerate(batches):
-            started = time.perf_counter()
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-                loss = loss_of(batch)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if index:
-                per_k.append((time.perf_counter() - started) / batch.num_tokens * 1000)
+        with torch_threads(threads):
+            for index, batch in enumerate(batches):
+                started = time.perf_counter()
+                with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                    loss = loss_of(batch)
+                loss.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if index:
+                    per_k.append((time.perf_counter() - started) / batch.num_tokens * 1000)
         rows.append({"setting": name, "s_per_1k_tokens": statistics.median(per_k)})
         print(f"  {name}: {rows[-1]['s_per_1k_tokens']:.1f} s per 1000 tokens", flush=True)
-    torch.set_num_threads(THREADS)
     return rows
 
 
@@ -279,13 +278,14 @@ def main() -> None:
         raise SystemExit(f"the seed travel data is not at {TRAVEL}")
     random.seed(0)
 
+    from olivepress.cpu import torch_threads
     from olivepress.models.handles import HfModel
     from olivepress.models.loading import load_tokenizer
-    from olivepress.train.device import cpu_has_native_bf16, use_all_cores
+    from olivepress.train.device import cpu_has_native_bf16, training_threads
 
     global THREADS
-    threads = THREADS = use_all_cores()
-    with tempfile.TemporaryDirectory() as tmp:
+    threads = THREADS = training_threads()
+    with torch_threads(threads), tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         model_path, model_name = base_model(work)
         tokenizer = load_tokenizer(HfModel(path=model_path))

@@ -16,8 +16,9 @@ from olivepress.models.handles import HfModel
 from olivepress.models.loading import load_causal_lm, load_tokenizer
 from olivepress.passes.base import PassContext
 from olivepress.passes.torch import rtn
-from olivepress.quant.checkpoint import gptq_dynamic, read_quantized
+from olivepress.quant.checkpoint import read_quantized
 from olivepress.quant.grid import Grid, quantize_weight
+from olivepress.quant.qconfig import gptq_dynamic
 
 
 @pytest.fixture(scope="module")

@@ -20,6 +20,9 @@ from olivepress.models.loading import load_causal_lm
 from olivepress.passes.base import PassContext
 from olivepress.passes.registry import find_pass
 from olivepress.passes.torch import awq, gptq, rtn
+from olivepress.quant.awq import search_scale
+from olivepress.quant.clip import clip_weight, group_gram, search_clip
+from olivepress.quant.gptq import gptq_quantize, hessian
 from olivepress.quant.grid import Grid, fake_quantize, quantize_weight
 
 CALIB = {"num_calib_samples": 4, "calib_seq_len": 32}
@@ -257,7 +260,7 @@ def test_awq_scale_search_beats_rtn_on_outlier_channels():
     x, w = _outlier_layer()
     grid = Grid(bits=4, group_size=32)
     rtn_error = _output_error(x, w, fake_quantize(w, grid))
-    s = awq.search_scale([w], [grid], x, awq.Config())
+    s = search_scale([w], [grid], x, awq.Config())
     awq_error = _output_error(x, w, fake_quantize(w * s, grid) / s)
     assert awq_error < 0.7 * rtn_error
 
@@ -267,19 +270,19 @@ def test_gptq_beats_rtn_on_outlier_channels():
     grid = Grid(bits=4, group_size=32)
     rtn_error = _output_error(x, w, fake_quantize(w, grid))
     for desc_act in (False, True):  # the reference GPTQ
-        q = gptq.gptq_quantize(w, gptq.hessian(x), grid, damp_percent=0.01, block_size=128, desc_act=desc_act)
+        q = gptq_quantize(w, hessian(x), grid, damp_percent=0.01, block_size=128, desc_act=desc_act)
         assert _output_error(x, w, q.dequantize()) < 0.8 * rtn_error
     defaults = gptq.Config()  # with olivepress's diagonal damping and clipping search
-    q = gptq.gptq_quantize(w, gptq.hessian(x), grid, damp_percent=defaults.damp_percent, diag_damp=defaults.diag_damp,
-                           clip=defaults.clip)
+    q = gptq_quantize(w, hessian(x), grid, damp_percent=defaults.damp_percent, diag_damp=defaults.diag_damp,
+                      clip=defaults.clip)
     assert _output_error(x, w, q.dequantize()) < 0.8 * rtn_error
 
 
 def test_awq_clip_search_never_does_worse_than_no_clipping():
     x, w = _outlier_layer(seed=1)
     grid = Grid(bits=4, group_size=32)
-    gram = awq.group_gram(x, grid)
-    clipped = awq.clip_weight(w, awq.search_clip(w, gram, grid, clip_grid=20, max_shrink=0.5), grid)
+    gram = group_gram(x, grid)
+    clipped = clip_weight(w, search_clip(w, gram, grid, clip_grid=20, max_shrink=0.5), grid)
     assert _output_error(x, w, fake_quantize(clipped, grid)) <= _output_error(x, w, fake_quantize(w, grid)) * (1 + 1e-6)
 
 

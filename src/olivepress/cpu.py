@@ -1,10 +1,13 @@
-"""How many CPU cores this process may use, and how many of them other work keeps busy."""
+"""How many CPU cores this process may use, how many of them other work keeps busy, and how many
+threads torch runs on (`torch_threads`)."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def available_cores() -> int:
@@ -48,3 +51,36 @@ def _cpu_times() -> tuple[int, int] | None:
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # guest time is already inside user/nice
     return total - idle, total
+
+
+class TorchThreads:
+    """The torch thread count inside a `torch_threads` block; `use` changes it until the block ends."""
+
+    def __init__(self, count: int):
+        self.count = count
+
+    def use(self, count: int) -> None:
+        import torch
+
+        torch.set_num_threads(count)
+        self.count = count
+
+
+@contextmanager
+def torch_threads(count: int | None = None) -> Iterator[TorchThreads]:
+    """Run the block with `count` torch threads (default: the free cores), then restore the count before.
+
+    torch's OpenMP threads meet at a barrier after every op; when another process holds one of
+    the cores, every op waits for the thread that got descheduled, so a thread per busy core
+    costs far more than it brings (docs/benchmarks.md has the measurements). Every change of
+    torch's thread count in olivepress goes through here.
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    threads = TorchThreads(previous)
+    threads.use(free_cores() if count is None else count)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(previous)

@@ -1,18 +1,13 @@
-"""Quantized HF checkpoints in the AutoAWQ and GPTQ layouts: write them, and read them back
-as float weights that are exactly the dequantised grid.
+"""Quantized HF checkpoints in the AutoAWQ and GPTQ layouts: write them, and read back their
+quantized weights (models/loading.py turns them into a float model of the dequantised grid).
 
 A folder holds config.json with a `quantization_config`, safetensors weights (for every
 quantized Linear `<name>.qweight/.qzeros/.scales[/.g_idx]`, every other tensor as a float
 tensor), and the source folder's tokenizer and generation files.
 
-What each layout can hold (checked before anything is written):
-
-- AWQ (AutoAWQ GEMM): 4 bits, one group size for every quantized Linear, and in_features a
-  multiple of it (AutoAWQ's WQLinear_GEMM and the ORT GenAI builder's AWQ loader both assume
-  whole groups). No per-module settings.
-- GPTQ: 2/4/8 bits; a short last group (ceil(in / G) groups, g_idx says which); act-order;
-  per-module bits / group size in `dynamic` (GPTQModel's format, which the ORT GenAI builder
-  reads too); modules left float listed as `-:` patterns in `dynamic`.
+What each layout can hold is checked before anything is written (the rules: quant/layout.py).
+The GPTQ layout carries per-module bits / group size in `dynamic` (GPTQModel's format, which
+the ORT GenAI builder reads too; quant/qconfig.py writes it).
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,12 +22,11 @@ import torch
 
 from olivepress.errors import OlivepressError
 from olivepress.quant.grid import QuantizedWeight
+from olivepress.quant.layout import awq_problem, gptq_problem
 from olivepress.quant.packing import pack_awq, pack_gptq, unpack_awq, unpack_gptq
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
-
-    from olivepress.models.handles import HfModel
 
 LAYOUTS = ("awq", "gptq")
 QUANT_SUFFIXES = ("qweight", "qzeros", "scales", "g_idx")
@@ -45,137 +38,35 @@ _SHARD_BYTES = 2 * 1024**3
 # --- what a layout can hold -------------------------------------------------------------
 
 
-def fitting_group_sizes(in_features: int, candidates: Iterable[int] = (256, 128, 64, 32, 16)) -> list[int]:
-    return [g for g in candidates if in_features % g == 0] + [-1]
-
-
-def awq_layout_problem(name: str, q: QuantizedWeight, group_size: int) -> str | None:
-    """Why the AWQ GEMM layout cannot hold this weight (None when it can)."""
-    if q.bits != 4:
-        return f"{name} is {q.bits}-bit; the AWQ GEMM layout holds 4-bit weights only"
-    if q.group_size != group_size:
-        return f"{name} uses group size {q.group_size} but the AWQ layout has one group size ({group_size}) for all layers"
-    if q.out_features % 8:
-        return f"{name} has out_features={q.out_features}, not a multiple of 8"
-    if group_size != -1 and q.in_features % group_size:
-        fits = ", ".join(str(g) for g in fitting_group_sizes(q.in_features))
-        return (
-            f"{name} has in_features={q.in_features}, not a multiple of group size {group_size} "
-            f"(AutoAWQ and the ORT GenAI builder need whole groups); group sizes that fit: {fits}"
-        )
-    if not torch.equal(q.g_idx.long(), torch.arange(q.in_features) // (q.in_features if group_size == -1 else group_size)):
+def layout_problem(layout: str, name: str, q: QuantizedWeight, group_size: int) -> str | None:
+    """Why `layout` cannot hold this quantized weight (None when it can); the rules are
+    quant/layout.py's, plus AWQ's lack of act-order, which only a quantized weight shows."""
+    if layout == "gptq":
+        return gptq_problem(name, bits=q.bits, in_features=q.in_features, out_features=q.out_features)
+    problem = awq_problem(
+        name, bits=q.bits, group_size=q.group_size, in_features=q.in_features, out_features=q.out_features,
+        layout_group_size=group_size,
+    )
+    in_order = torch.arange(q.in_features) // (q.in_features if group_size == -1 else group_size)
+    if problem is None and not torch.equal(q.g_idx.long(), in_order):
         return f"{name} was quantized in act-order, which the AWQ layout cannot hold"
-    return None
-
-
-def gptq_layout_problem(name: str, q: QuantizedWeight) -> str | None:
-    per_word = 32 // q.bits
-    if 32 % q.bits:
-        return f"{name} is {q.bits}-bit; the GPTQ layout packs 2, 4 or 8 bits"
-    if q.in_features % per_word or q.out_features % per_word:
-        return f"{name} is {q.out_features}x{q.in_features}; the GPTQ layout needs both multiples of {per_word}"
-    return None
+    return problem
 
 
 def check_layout(layout: str, quantized: dict[str, QuantizedWeight], group_size: int) -> None:
     """Raise a clear error when `layout` cannot hold every quantized weight."""
     for name, q in quantized.items():
-        problem = awq_layout_problem(name, q, group_size) if layout == "awq" else gptq_layout_problem(name, q)
+        problem = layout_problem(layout, name, q, group_size)
         if problem:
             raise OlivepressError(f"cannot write the {layout.upper()} layout: {problem}")
-
-
-# --- quantization_config ----------------------------------------------------------------
-
-
-def awq_config(*, group_size: int, modules_to_not_convert: list[str], meta: dict[str, Any]) -> dict[str, Any]:
-    # Symmetric grids are stored with z = 8, so the layout always carries zero points.
-    return {
-        "quant_method": "awq",
-        "bits": 4,
-        "group_size": group_size,
-        "zero_point": True,
-        "version": "gemm",
-        "modules_to_not_convert": modules_to_not_convert or None,
-        "meta": meta,
-    }
-
-
-def gptq_config(
-    *,
-    bits: int,
-    group_size: int,
-    sym: bool,
-    desc_act: bool,
-    damp_percent: float,
-    dynamic: dict[str, dict[str, Any]],
-    lm_head: bool,
-    meta: dict[str, Any],
-) -> dict[str, Any]:
-    return {
-        "quant_method": "gptq",
-        "checkpoint_format": "gptq",
-        "bits": bits,
-        "group_size": group_size,
-        "sym": sym,
-        "desc_act": desc_act,
-        "damp_percent": damp_percent,
-        "true_sequential": False,
-        "static_groups": False,
-        "lm_head": lm_head,
-        "dynamic": dynamic or None,
-        "meta": meta,
-    }
-
-
-def _name_pattern(name: str) -> str:
-    # `\b` instead of `$`: GPTQModel matches module names, the ORT GenAI builder matches
-    # tensor names ("...q_proj.qweight"); re.match with a word boundary serves both.
-    return re.escape(name) + r"\b"
-
-
-def _generalise(names: list[str], all_names: list[str]) -> list[str]:
-    """Patterns covering `names`: one per module kind with the layer index as \\d+ where every
-    layer's module of that kind is in `names`, the exact name otherwise."""
-    chosen = set(names)
-    by_kind: dict[str, list[str]] = {}
-    for name in names:
-        by_kind.setdefault(re.sub(r"\.\d+\.", ".#.", name, count=1), []).append(name)
-    patterns = []
-    for kind, members in by_kind.items():
-        siblings = [n for n in all_names if re.sub(r"\.\d+\.", ".#.", n, count=1) == kind]
-        if "#" in kind and set(siblings) <= chosen and len(members) > 1:
-            patterns.append(r"\.".join(r"\d+" if p == "#" else re.escape(p) for p in kind.split(".")) + r"\b")
-        else:
-            patterns.extend(_name_pattern(n) for n in members)
-    return patterns
-
-
-def gptq_dynamic(
-    quantized: dict[str, QuantizedWeight], float_linears: list[str], bits: int, group_size: int, sym: bool,
-    sym_of: dict[str, bool],
-) -> dict[str, dict[str, Any]]:
-    """GPTQModel's per-module overrides: `+:pattern` -> settings that differ from the global
-    ones, `-:pattern` -> a module left in float."""
-    groups: dict[tuple, list[str]] = {}
-    for name, q in quantized.items():
-        key = (q.bits, q.group_size, sym_of.get(name, sym))
-        if key != (bits, group_size, sym):
-            groups.setdefault(key, []).append(name)
-    dynamic: dict[str, dict[str, Any]] = {}
-    all_names = list(quantized) + list(float_linears)
-    for (b, g, s), names in groups.items():
-        for pattern in _generalise(names, all_names):
-            dynamic["+:" + pattern] = {"bits": b, "group_size": g, "sym": s}
-    for pattern in _generalise(float_linears, all_names):
-        dynamic["-:" + pattern] = {}
-    return dynamic
 
 
 # --- writing ----------------------------------------------------------------------------
 
 
-def _float_tensors(model: PreTrainedModel, quantized: dict[str, QuantizedWeight], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _float_tensors(
+    model: PreTrainedModel, quantized: dict[str, QuantizedWeight], dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     """Every tensor of the model except the quantized Linear weights; a tensor that shares
     storage with one already kept (tied embeddings) is written once."""
     tensors: dict[str, torch.Tensor] = {}
@@ -269,7 +160,9 @@ def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
     files = sorted(folder.glob("*.safetensors"))
     if not files:
-        raise OlivepressError(f"{folder} has no .safetensors weights; quantized checkpoints are read from safetensors only")
+        raise OlivepressError(
+            f"{folder} has no .safetensors weights; quantized checkpoints are read from safetensors only"
+        )
     tensors: dict[str, torch.Tensor] = {}
     for file in files:
         tensors.update(load_file(str(file)))
@@ -285,7 +178,9 @@ def _override(dynamic: dict[str, dict[str, Any]], name: str) -> dict[str, Any]:
     return {}
 
 
-def read_quantized(folder: Path) -> tuple[dict[str, QuantizedWeight], dict[str, torch.Tensor], dict[str, Any]]:
+def read_quantized(
+    folder: Path,
+) -> tuple[dict[str, QuantizedWeight], dict[str, torch.Tensor], dict[str, Any]]:
     """(quantized Linear weights by module name, the other tensors, quantization_config)."""
     config = json.loads((folder / "config.json").read_text())
     qconfig = config.get("quantization_config") or {}
@@ -296,10 +191,13 @@ def read_quantized(folder: Path) -> tuple[dict[str, QuantizedWeight], dict[str, 
         )
     if method == "gptq" and qconfig.get("checkpoint_format", "gptq") not in ("gptq", None):
         raise OlivepressError(
-            f"{folder} uses GPTQ checkpoint_format '{qconfig['checkpoint_format']}'; olivepress reads 'gptq' (v1) only"
+            f"{folder} uses GPTQ checkpoint_format '{qconfig['checkpoint_format']}'; "
+            "olivepress reads 'gptq' (v1) only"
         )
     if method == "awq" and str(qconfig.get("version", "gemm")).lower() != "gemm":
-        raise OlivepressError(f"{folder} uses AWQ version '{qconfig['version']}'; olivepress reads 'gemm' only")
+        raise OlivepressError(
+            f"{folder} uses AWQ version '{qconfig['version']}'; olivepress reads 'gemm' only"
+        )
 
     tensors = _read_tensors(folder)
     bits = int(qconfig.get("bits", qconfig.get("w_bit", 4)))
@@ -309,7 +207,9 @@ def read_quantized(folder: Path) -> tuple[dict[str, QuantizedWeight], dict[str, 
     for prefix in prefixes:
         parts = {s: tensors.pop(f"{prefix}.{s}", None) for s in QUANT_SUFFIXES}
         if method == "awq":
-            quantized[prefix] = unpack_awq(parts["qweight"], parts["qzeros"], parts["scales"], group_size, bits)
+            quantized[prefix] = unpack_awq(
+                parts["qweight"], parts["qzeros"], parts["scales"], group_size, bits
+            )
             continue
         settings = _override(qconfig.get("dynamic"), prefix)
         b, g = int(settings.get("bits", bits)), int(settings.get("group_size", group_size))
@@ -319,33 +219,3 @@ def read_quantized(folder: Path) -> tuple[dict[str, QuantizedWeight], dict[str, 
             g_idx = torch.arange(in_features) // (in_features if g == -1 else g)
         quantized[prefix] = unpack_gptq(parts["qweight"], parts["qzeros"], parts["scales"], g_idx, b, g)
     return quantized, tensors, qconfig
-
-
-def load_dequantized(model: HfModel, dtype: torch.dtype | None = None) -> PreTrainedModel:
-    """An AWQ / GPTQ folder as a float causal LM whose Linear weights are the dequantised grid."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-    from transformers.initialization import no_init_weights
-
-    dtype = dtype or torch.float32
-    trust = bool(model.load_kwargs.get("trust_remote_code", False))
-    quantized, tensors, _ = read_quantized(model.folder)
-    config = AutoConfig.from_pretrained(model.path, trust_remote_code=trust)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    with no_init_weights():
-        lm = AutoModelForCausalLM.from_config(config, dtype=dtype, trust_remote_code=trust)
-    state = {name: t.to(dtype) if t.is_floating_point() else t for name, t in tensors.items()}
-    for name, q in quantized.items():
-        # float32 holds the grid exactly; a narrower dtype rounds it as loading would anyway
-        state[f"{name}.weight"] = q.dequantize().to(dtype)
-    missing, unexpected = lm.load_state_dict(state, strict=False)
-    tied = set(getattr(lm, "all_tied_weights_keys", None) or {}) | {"lm_head.weight"} if config.tie_word_embeddings else set()
-    missing = [k for k in missing if k not in tied]
-    if missing or unexpected:
-        raise OlivepressError(
-            f"{model.path} does not match its config: missing {missing[:3]}, unexpected {unexpected[:3]}; "
-            "the checkpoint is incomplete or was written for another architecture"
-        )
-    if config.tie_word_embeddings:
-        lm.tie_weights()
-    return lm.eval()

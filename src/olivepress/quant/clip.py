@@ -32,7 +32,11 @@ def group_gram(x: torch.Tensor, grid: Grid) -> torch.Tensor:
 
 
 def search_clip(
-    w: torch.Tensor, gram: torch.Tensor, grid: Grid, clip_grid: int = CLIP_GRID, max_shrink: float = MAX_SHRINK
+    w: torch.Tensor,
+    gram: torch.Tensor,
+    grid: Grid,
+    clip_grid: int = CLIP_GRID,
+    max_shrink: float = MAX_SHRINK,
 ) -> torch.Tensor:
     """Per (row, group) clip value max|w|·c minimising Δwᵀ H_g Δw; [out, groups]."""
     groups = grouped_columns(w, grid)  # [out, ng, G]

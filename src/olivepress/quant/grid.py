@@ -11,7 +11,7 @@ symmetric grids fix z = 2**(bits-1) and take s from max|w| (the reference GPTQ q
 
 When `in` is not a multiple of the group size the last group is short (ceil(in / G) groups):
 the math here is the same for every group, whether a checkpoint layout can hold that is the
-writer's business (see checkpoint.py).
+writer's business (see layout.py).
 
 Scales are rounded to fp16 *before* the codes are computed, so (q - z) * s in float32 is
 exactly the weight that a checkpoint with fp16 scales dequantises to.
@@ -159,7 +159,8 @@ def grouped_columns(w: torch.Tensor, grid: Grid) -> torch.Tensor:
 
 def fake_quantize_groups(groups: torch.Tensor, grid: Grid) -> torch.Tensor:
     """Every row of the last dim is one group: round it onto its own min/max grid and back."""
-    scales, zeros = params_from_range(groups.amin(dim=-1, keepdim=True), groups.amax(dim=-1, keepdim=True), grid)
+    low, high = groups.amin(dim=-1, keepdim=True), groups.amax(dim=-1, keepdim=True)
+    scales, zeros = params_from_range(low, high, grid)
     # (clamp(round(w/s) + z, 0, maxq) - z) * s, with the zero moved into the clamp bounds:
     # four passes over the weights instead of six (this runs inside the AWQ searches).
     zeros = zeros.float()

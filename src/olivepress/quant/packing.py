@@ -75,7 +75,9 @@ def _awq_interleave(values: torch.Tensor, order: tuple[int, ...]) -> torch.Tenso
 def pack_awq(q: QuantizedWeight) -> dict[str, torch.Tensor]:
     """qweight / qzeros / scales in the AutoAWQ GEMM layout (4 bits, groups contiguous)."""
     if q.bits != 4:
-        raise OlivepressError(f"the AWQ GEMM layout holds 4-bit weights only, not {q.bits}-bit; use the GPTQ layout")
+        raise OlivepressError(
+            f"the AWQ GEMM layout holds 4-bit weights only, not {q.bits}-bit; use the GPTQ layout"
+        )
     if q.out_features % 8:
         raise OlivepressError(f"the AWQ layout needs out_features divisible by 8, got {q.out_features}")
     codes_in_out = q.codes.T.contiguous()  # [in, out]

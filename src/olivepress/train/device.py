@@ -9,7 +9,7 @@ from collections.abc import Callable
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from olivepress.cpu import available_cores
+from olivepress.cpu import available_cores, torch_threads
 from olivepress.errors import OlivepressError
 
 if TYPE_CHECKING:
@@ -25,13 +25,12 @@ def training_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def use_all_cores() -> int:
-    """Give torch one thread per core this process may run on, unless OMP_NUM_THREADS says otherwise."""
+def training_threads() -> int:
+    """The threads training starts on: one per core this process may run on, unless
+    OMP_NUM_THREADS says otherwise."""
     import torch
 
-    if not os.environ.get("OMP_NUM_THREADS"):
-        torch.set_num_threads(available_cores())
-    return torch.get_num_threads()
+    return torch.get_num_threads() if os.environ.get("OMP_NUM_THREADS") else available_cores()
 
 
 @lru_cache(maxsize=1)
@@ -106,18 +105,16 @@ class ThreadTuner:
 
     def calibrate(self, work: Callable[[], object]) -> str | None:
         """Time `work` (a forward pass) on one thread and on all cores, after one untimed run."""
-        import torch
-
         if not self.enabled:
             return None
-        torch.set_num_threads(1)
-        work()
+        with torch_threads(1):
+            work()
         timings = {}
         for threads in (1, self.cores):
-            torch.set_num_threads(threads)
-            started = time.perf_counter()
-            work()
-            timings[threads] = time.perf_counter() - started
+            with torch_threads(threads):
+                started = time.perf_counter()
+                work()
+                timings[threads] = time.perf_counter() - started
         return self._decide(many=timings[self.cores], one=timings[1])
 
     def threads_for(self, step: int) -> int:

@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from olivepress.cpu import TorchThreads, torch_threads
 from olivepress.errors import OlivepressError
 from olivepress.train.args import ADAMW_OPTIMIZERS, TrainingArgs
 from olivepress.train.batching import Batch, epoch_batches, eval_batches
-from olivepress.train.device import ThreadTuner, autocast_dtype, training_device, use_all_cores
+from olivepress.train.device import ThreadTuner, autocast_dtype, training_device, training_threads
 from olivepress.train.loss import summed_loss
 from olivepress.train.progress import TrainingProgress
 
@@ -74,11 +75,25 @@ def train(
     log_path: Path | None = None,
 ) -> TrainResult:
     """Train the trainable parameters of `model` (e.g. a PEFT model) on `train_examples`."""
+    with torch_threads(training_threads()) as scope:
+        return _train(scope, model, train_examples, eval_examples, args, pad_id=pad_id, log_path=log_path)
+
+
+def _train(
+    scope: TorchThreads,
+    model: torch.nn.Module,
+    train_examples: Examples,
+    eval_examples: Examples,
+    args: TrainingArgs,
+    *,
+    pad_id: int,
+    log_path: Path | None,
+) -> TrainResult:
     import torch
 
     if not train_examples:
         raise OlivepressError("there are no training sequences; give a data set with at least one non-empty text")
-    threads = use_all_cores()
+    threads = scope.count
     device = training_device()
     fixed = args.full_determinism or bool(os.environ.get("OMP_NUM_THREADS")) or device.type != "cpu"
     tuner = ThreadTuner(threads, fixed=fixed)
@@ -116,7 +131,7 @@ def train(
     micro = _micro_batches(train_examples, args, pad_id)
     first = next(micro)
     threads_note = tuner.calibrate(lambda: _forward(model, first, device, dtype))
-    torch.set_num_threads(tuner.choice)
+    scope.use(tuner.choice)
     if threads_note:
         log.info("%s", threads_note)
         record(event="threads", step=0, threads=tuner.choice, message=threads_note)
@@ -135,7 +150,7 @@ def train(
         if eval_before is not None:
             progress.note(f"eval loss before training: {eval_before:.4f}")
         for step in range(1, total_steps + 1):
-            torch.set_num_threads(tuner.threads_for(step))
+            scope.use(tuner.threads_for(step))
             step_started = time.perf_counter()
             group = [next(micro) for _ in range(args.gradient_accumulation_steps)]
             targets = sum(batch.num_targets for batch in group)
@@ -178,7 +193,6 @@ def train(
                 record(event="eval", step=step, epoch=round(_epoch(step, args, batches_per_epoch), 4), eval_loss=eval_loss)
                 progress.note(f"step {step}/{total_steps}: eval loss {eval_loss:.4f}")
                 window_started = time.perf_counter()
-    torch.set_num_threads(threads)
     if neftune is not None:
         neftune.remove()
     model.eval()
