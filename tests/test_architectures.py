@@ -222,3 +222,33 @@ def test_auto_opt_on_an_architecture_the_builder_lacks_is_one_line(tmp_path):
     result = olivepress("auto-opt", "-m", str(olmo2), "--use_ort_genai", "-o", str(tmp_path / "out"))
     assert_one_line_error(result, "the ORT GenAI builder does not convert Olmo2ForCausalLM")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("family", list(TINY_FAMILIES))
+def test_awq_scale_groups_keep_the_float_model_exactly(family, tmp_path):
+    """Every scale group of every family folds a random scale without changing the float model:
+    the group's source really produces the group's input (Gemma's 1 + weight norms included,
+    OLMo-2's output norms left alone), and each family's norms absorb where they can."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from olivepress.quant.awq import GroupScale, apply_scales, scale_groups
+
+    model = AutoModelForCausalLM.from_pretrained(save_tiny_decoder(tmp_path / family, family)).eval()
+    ids = torch.tensor([[1, 5, 9, 14, 27, 3, 40, 41, 42, 43, 44, 45]])
+    with torch.no_grad():
+        before = model(ids).logits
+        generator = torch.Generator().manual_seed(0)
+        sources = set()
+        for layer in model.model.layers:
+            groups = scale_groups(layer)
+            sources |= {group.prev for group in groups}
+            modules = dict(layer.named_modules())
+            scales = [GroupScale(g, torch.rand(modules[g.linears[0]].in_features, generator=generator) + 0.5)
+                      for g in groups]
+            apply_scales(modules, scales, {})
+        after = model(ids).logits
+    assert torch.allclose(before, after, atol=1e-4), (before - after).abs().max()
+    expected = {source.source for source in BY_NAME[family].scale_groups}
+    # v -> o (and Phi-3's qkv -> o) cannot fold with grouped-query attention: fewer v rows than o inputs
+    assert sources == {s for s in expected if s not in ("self_attn.v_proj", "self_attn.qkv_proj")}, sources
