@@ -1,5 +1,5 @@
 """Tiny random models for fast unit tests: a real tokenizer trained on a few sentences and
-a 2-layer Llama / Phi-3 built from a config in memory (seconds, no downloads)."""
+2-layer decoders of every supported family built from a config in memory (seconds, no downloads)."""
 
 from __future__ import annotations
 
@@ -61,6 +61,49 @@ def save_tiny_llama(folder: Path, *, hidden_size: int = 64, layers: int = 2, see
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(folder)
+    return folder
+
+
+# Per family: the transformers config class and what differs from the shared tiny shape
+# (hidden 64, 4 query heads / 2 KV heads of 16 dims, MLP 128). Sliding windows of 8 tokens
+# are shorter than the test prompts, so the windowed layers really slide.
+TINY_FAMILIES: dict[str, tuple[str, dict]] = {
+    "llama": ("LlamaConfig", {}),
+    "mistral": ("MistralConfig", {"sliding_window": None}),
+    "qwen2": ("Qwen2Config", {}),  # q/k/v biases
+    "qwen3": ("Qwen3Config", {"head_dim": 16}),
+    "smollm3": ("SmolLM3Config", {}),
+    "phi3": ("Phi3Config", {"original_max_position_embeddings": 256}),  # fused qkv_proj, gate_up_proj
+    "gemma": ("GemmaConfig", {"head_dim": 16}),
+    "gemma2": ("Gemma2Config", {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8}),
+    "gemma3": ("Gemma3TextConfig", {
+        "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
+        "layer_types": ["sliding_attention", "full_attention"],
+    }),
+    "olmo2": ("Olmo2Config", {}),
+}
+
+
+def save_tiny_decoder(folder: Path, family: str, *, seed: int = 0) -> Path:
+    """A random 2-layer decoder of `family` (a key of TINY_FAMILIES) with the tiny tokenizer."""
+    import torch
+    import transformers
+
+    config_class, extra = TINY_FAMILIES[family]
+    folder.mkdir(parents=True, exist_ok=True)
+    save_tiny_tokenizer(folder)
+    config = getattr(transformers, config_class)(
+        vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2, pad_token_id=2, **extra,
+    )
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config).eval()
+    with torch.no_grad():  # random norm weights, so a scale folded into a norm is really tested
+        for name, param in model.named_parameters():
+            if "norm" in name:
+                param.uniform_(0.5, 1.5) if param.mean() > 0.5 else param.uniform_(-0.5, 0.5)
     model.save_pretrained(folder)
     return folder
 

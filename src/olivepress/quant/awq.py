@@ -9,8 +9,9 @@ unchanged and the rounding error moves off the important channels.
 For each decoder layer, with X the calibration inputs of a group of Linear layers that share
 one input:
 
-1. scale search, per group (qkv after input_layernorm; o after v where the shapes match;
-   gate/up after post_attention_layernorm; down after up):
+1. scale search, per group (the family's groups, models/families.py; for Llama: qkv after
+   input_layernorm; o after v where the shapes match; gate/up after post_attention_layernorm;
+   down after up):
        s(α) = mean|x|^α / mean|ŵ|^(1-α), normalised so that max(s)·min(s) = 1,   α ∈ {0, 1/n, ..., (n-1)/n}
    (ŵ: weights relative to their group's max; AutoAWQ's "duo scaling", which did better on
    held-out text than mean|x|^α alone; duo_scaling=False gives the paper's form)
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from olivepress.models.families import family_of
 from olivepress.quant.clip import group_gram, search_clip
 from olivepress.quant.decoder import final_norm
 from olivepress.quant.grid import Grid, QuantizedWeight, fake_quantize, grouped_columns
@@ -53,10 +55,12 @@ _NO_CLIP = ("q_proj", "k_proj", "qkv_proj", "query", "key", "Wqkv")
 @dataclass
 class ScaleGroup:
     """Linear layers that share one input, and the op before them that can absorb a scale
-    (names within one decoder layer)."""
+    (names within one decoder layer). `norm_offset`: the op is a norm computing
+    norm(x) * (norm_offset + weight), as Gemma's do."""
 
     prev: str
     linears: list[str]
+    norm_offset: float = 0.0
 
 
 @dataclass
@@ -71,28 +75,22 @@ class GroupScale:
 
 
 def scale_groups(layer: nn.Module) -> list[ScaleGroup]:
-    """AWQ's groups for Llama-style (q/k/v, gate/up) and Phi-3-style (qkv, gate_up) layers."""
+    """AWQ's groups for one decoder layer, from its family (models/families.py): each group the
+    family lists whose source can absorb a scale here."""
+    family = family_of(_layer_config(layer))
     m = dict(layer.named_modules())
     groups = []
-
-    def add(prev: str, linears: list[str], fused_parts: int = 1) -> None:
-        present = prev in m and all(n in m for n in linears)
-        if present and can_absorb(m[prev], m[linears[0]].in_features, fused_parts):
-            groups.append(ScaleGroup(prev, linears))
-
-    if "self_attn.q_proj" in m:
-        add("input_layernorm", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"])
-        add("self_attn.v_proj", ["self_attn.o_proj"])
-    else:
-        add("input_layernorm", ["self_attn.qkv_proj"])
-        add("self_attn.qkv_proj", ["self_attn.o_proj"], fused_parts=3)  # v is the last third
-    if "mlp.gate_proj" in m:
-        add("post_attention_layernorm", ["mlp.gate_proj", "mlp.up_proj"])
-        add("mlp.up_proj", ["mlp.down_proj"])
-    else:
-        add("post_attention_layernorm", ["mlp.gate_up_proj"])
-        add("mlp.gate_up_proj", ["mlp.down_proj"], fused_parts=2)  # up is the second half
+    for spec in family.scale_groups:
+        present = spec.source in m and all(n in m for n in spec.linears)
+        if present and can_absorb(m[spec.source], m[spec.linears[0]].in_features, spec.source_parts):
+            offset = 0.0 if isinstance(m[spec.source], nn.Linear) else family.norm_offset
+            groups.append(ScaleGroup(spec.source, list(spec.linears), offset))
     return groups
+
+
+def _layer_config(layer: nn.Module) -> object:
+    """The model config a decoder layer (or its attention) keeps, which names its family."""
+    return getattr(layer, "config", None) or getattr(getattr(layer, "self_attn", None), "config", None)
 
 
 def can_absorb(prev: nn.Module, channels: int, fused_parts: int = 1) -> bool:
@@ -101,9 +99,8 @@ def can_absorb(prev: nn.Module, channels: int, fused_parts: int = 1) -> bool:
         # Its last `channels` output rows must be exactly the group's input: v_proj with
         # grouped-query attention has fewer rows than o_proj has inputs, so no fold there.
         return prev.out_features == channels * fused_parts
-    weight = getattr(prev, "weight", None)
-    # Gemma-style norms multiply by (1 + weight): a scale cannot be folded into that weight.
-    return weight is not None and weight.shape == (channels,) and "gemma" not in type(prev).__name__.lower()
+    weight = getattr(prev, "weight", None)  # a norm; OLMo's LayerNorm has none to fold into
+    return weight is not None and weight.shape == (channels,)
 
 
 # --- step 1: search scales (data), apply them (model) --------------------------------------
@@ -183,7 +180,8 @@ def apply_scales(
                 if prev.bias is not None:
                     prev.bias[-s.numel() :].div_(s)
             else:
-                prev.weight.div_(s)
+                # norm(x) * (offset + w) / s == norm(x) * (offset + w'), w' = (offset + w) / s - offset
+                prev.weight.add_(group.norm_offset).div_(s).sub_(group.norm_offset)
                 if getattr(prev, "bias", None) is not None:
                     prev.bias.div_(s)
             for name in group.linears:
@@ -207,7 +205,8 @@ def scale_head(lm: PreTrainedModel, x: torch.Tensor, grid: Grid, options: ScaleS
     if not can_absorb(norm, head.in_features):
         return x
     s = search_scale([head.weight.detach().float()], [grid], x, options)
-    apply_scales({"norm": norm, "lm_head": head}, [GroupScale(ScaleGroup("norm", ["lm_head"]), s)], {})
+    group = ScaleGroup("norm", ["lm_head"], family_of(lm.config).norm_offset)
+    apply_scales({"norm": norm, "lm_head": head}, [GroupScale(group, s)], {})
     return x / s
 
 

@@ -63,15 +63,24 @@ def peft_adapter_config(adapter_dir: Path) -> dict:
     return config
 
 
-def peft_to_onnx_tensors(adapter_dir: Path, dtype: np.dtype) -> dict[str, np.ndarray]:
-    """A PEFT LoRA adapter's tensors under the builder's names, transposed and scaled."""
+def peft_to_onnx_tensors(
+    adapter_dir: Path, dtype: np.dtype, model_config: dict | None = None
+) -> dict[str, np.ndarray]:
+    """A PEFT LoRA adapter's tensors under the builder's names, transposed and scaled.
+
+    `model_config` (the base's config.json or the built model's genai_config.json) names the
+    architecture: a LoRA on a fused Linear (Phi-3's qkv_proj) becomes one LoRA per layer the
+    builder splits it into, each with the shared A and its rows of B."""
     import numpy as np
     from safetensors.numpy import load_file
+
+    from olivepress.models.families import attention_heads, find_family
 
     config = peft_adapter_config(adapter_dir)
     weights_file = adapter_dir / "adapter_model.safetensors"
     if not weights_file.is_file():
         raise OlivepressError(f"{adapter_dir} has no adapter_model.safetensors; save the adapter with safetensors")
+    family = find_family(model_config) if model_config else None
     tensors: dict[str, np.ndarray] = {}
     for key, value in load_file(weights_file).items():
         match = _PEFT_NAME.search(key)
@@ -79,11 +88,20 @@ def peft_to_onnx_tensors(adapter_dir: Path, dtype: np.dtype) -> dict[str, np.nda
             continue
         layer, block, module, ab = match.groups()
         block = "attn" if block in ("self_attn", "attn") else block
-        name = f"model.layers.{layer}.{block}.{module}.lora_{ab}.MatMul.weight"
         matrix = value.astype(np.float32).T  # torch Linear [out, in] -> MatMul [in, out]
         if ab == "B":
             matrix = matrix * _scaling(config, module, rank=matrix.shape[0])
-        tensors[name] = np.ascontiguousarray(matrix.astype(dtype))
+        fused = family.fused_linear(module) if family else None
+        if fused is None:
+            parts = [(module, matrix)]
+        elif ab == "A":
+            parts = [(part, matrix) for part in fused.parts]
+        else:
+            rows = fused.part_rows(matrix.shape[1], *attention_heads(model_config))
+            parts = list(zip(fused.parts, np.split(matrix, np.cumsum(rows)[:-1], axis=1), strict=True))
+        for part, part_matrix in parts:
+            name = f"model.layers.{layer}.{block}.{part}.lora_{ab}.MatMul.weight"
+            tensors[name] = np.ascontiguousarray(part_matrix.astype(dtype))
     if not tensors:
         raise OlivepressError(f"{adapter_dir} holds no LoRA A/B weights of decoder layers")
     return tensors
@@ -222,7 +240,9 @@ def convert_peft_adapter(adapter_dir: Path, model_dir: Path, output_file: Path, 
             f"{model_dir} reads {built.name} adapters, not {precision}; convert with --adapter_precision "
             f"{built.name}, or build the model with auto-opt --adapter_precision {precision}"
         )
-    tensors = encode(peft_to_onnx_tensors(adapter_dir, np.dtype(np.float32)), built, symmetric=symmetric)
+    config_file = model_dir / "genai_config.json"
+    genai_config = json.loads(config_file.read_text()) if config_file.is_file() else None
+    tensors = encode(peft_to_onnx_tensors(adapter_dir, np.dtype(np.float32), genai_config), built, symmetric=symmetric)
     return write_adapter_file(fit_to_model(tensors, target, str(adapter_dir)), output_file)
 
 

@@ -124,6 +124,14 @@ class BatcherStats:
         return self.cached_prompt_tokens / self.prompt_tokens if self.prompt_tokens else None
 
 
+def has_windowed_cache(folder: Path) -> bool:
+    """Whether the model keeps fixed-size sliding-window key/value caches for some layers (the
+    builder's default for Gemma-2/3): their attention wants a past of at least the window, and
+    the batcher's caches grow from empty, so such a model keeps ORT GenAI's generators."""
+    decoder = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"]
+    return bool(decoder.get("sliding_window"))
+
+
 class PrefixCache:
     """The key/value caches of recent prompts, per adapter, so a prompt that begins like an
     earlier one (the chat template's system prompt, a shared instruction, a conversation's

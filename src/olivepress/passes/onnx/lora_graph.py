@@ -23,9 +23,10 @@ from olivepress.runtime.adapters import peft_to_onnx_tensors
 _TENSOR = re.compile(r"^model\.layers\.(\d+)\.(attn|mlp)\.(\w+)\.lora_([AB])\.MatMul\.weight$")
 
 
-def add_lora_paths(model_file: Path, adapter_dir: Path) -> int:
+def add_lora_paths(model_file: Path, adapter_dir: Path, model_config: dict) -> int:
     """Add the adapter's LoRA MatMul paths beside the base MatMuls in `model_file` (in place);
-    returns how many Linear layers got one."""
+    returns how many Linear layers got one. `model_config`: the base's config.json, which
+    says how the builder split fused Linears (Phi-3's qkv_proj into q/k/v_proj)."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper
@@ -33,7 +34,7 @@ def add_lora_paths(model_file: Path, adapter_dir: Path) -> int:
     model = onnx.load(str(model_file))
     graph = model.graph
     base_nodes = {node.name: node for node in graph.node}
-    tensors = peft_to_onnx_tensors(adapter_dir, np.float32)
+    tensors = peft_to_onnx_tensors(adapter_dir, np.float32, model_config)
     paths = sorted({_TENSOR.match(name).groups()[:3] for name in tensors})
 
     added: dict[str, list] = {}  # base node name -> the LoRA nodes that follow it

@@ -92,6 +92,7 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
     try:
         with output_to_file(log_file, status=f"building the {config.precision} ONNX model"):
             extra = parse_extra_options(*args, [f"{key}={value}" for key, value in options.items()])
+            _adapt_builder_config(extra, model)
             create_model(*args, **extra)
     except Exception as exc:
         raise OlivepressError(
@@ -104,7 +105,8 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
         from olivepress.passes.onnx.lora_graph import add_lora_paths
         from olivepress.runtime.adapters import model_file
 
-        count = add_lora_paths(model_file(out_dir), Path(model.adapter_path))
+        base_config = json.loads((model.folder / "config.json").read_text())
+        count = add_lora_paths(model_file(out_dir), Path(model.adapter_path), base_config)
         ctx.log.info("LoRA paths added beside %d quantized MatMuls (float, for ExtractAdapters)", count)
     if config.search:
         _merge_search_options(genai_config, config.search)
@@ -147,13 +149,28 @@ def _adapter_added_after_build(model: HfModel) -> bool:
 
 
 def _lora_nodes(model: HfModel) -> list[str]:
+    from olivepress.models.families import builder_family
     from olivepress.runtime.adapters import lora_node_names, peft_adapter_config
 
-    layers = json.loads((model.folder / "config.json").read_text()).get("num_hidden_layers", 0)
+    config = json.loads((model.folder / "config.json").read_text())
+    family = builder_family(config)
     targets = peft_adapter_config(Path(model.adapter_path)).get("target_modules") or []
     if isinstance(targets, str):  # a regular expression: cover every projection the builder names
-        targets = ["q_proj", "k_proj", "v_proj", "o_proj", "qkv_proj", "gate_proj", "up_proj", "down_proj", "gate_up_proj"]
-    return lora_node_names(layers, list(targets))
+        targets = family.lora_targets
+    builder_names = [name for target in targets for name in family.builder_modules(target)]
+    return lora_node_names(config.get("num_hidden_layers", 0), builder_names)
+
+
+def _adapt_builder_config(extra: dict[str, Any], model: HfModel) -> None:
+    """Rewrite, in the config object the builder was handed (its parsed copy: the model folder
+    is not touched), the fields it cannot read as transformers writes them. The builder reads
+    config.json through AutoConfig, which would nest them again, so a rewritten file would not do."""
+    from olivepress.models.families import find_family
+
+    details = extra.get("hf_details")
+    family = find_family(details["hf_config"]) if details else None
+    if family is not None and family.adapt_builder_config is not None:
+        family.adapt_builder_config(details["hf_config"])
 
 
 def _option_text(value: Any) -> str:

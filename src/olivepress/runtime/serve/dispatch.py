@@ -15,7 +15,7 @@ from contextlib import closing
 from typing import Any
 
 from olivepress.errors import OlivepressError
-from olivepress.runtime.batching import BatchedDecoder, runs_on_cpu
+from olivepress.runtime.batching import BatchedDecoder, has_windowed_cache, runs_on_cpu
 from olivepress.runtime.generate import BASE, GenAIModel, SearchOptions
 from olivepress.runtime.serve.wire import ApiError, ChatCompletionRequest, CompletionRequest, Finished
 
@@ -42,6 +42,9 @@ class Server:
         if batching and not runs_on_cpu(model.folder):
             log.info("The model runs on a GPU provider: one ORT GenAI generator per request "
                      "(the batcher is CPU-only)")
+            batching = False
+        if batching and has_windowed_cache(model.folder):
+            log.info("The model has sliding-window layers: one ORT GenAI generator per request")
             batching = False
         self.batcher = (BatchedDecoder(model.folder, model.adapter_files, max_batch=parallel)
                         if batching else None)
