@@ -65,3 +65,15 @@ def test_int8_activations_get_the_wider_tolerance_and_are_named(int4_builds, tin
     assert report.difference_from.startswith("int8 activations (accuracy level 4)")
     assert report.variants[0].mean_abs_diff <= LOW_PRECISION_TOLERANCE
     assert report.lines()[0].startswith("conversion check ")
+
+
+def test_same_top_token_counts_ties_within_the_tolerance_and_nothing_else():
+    import numpy as np
+
+    from olivepress.evaluate.parity import _same_top_token
+
+    expected = np.array([[1.0, 0.9995, 0.0], [1.0, 0.5, 0.0], [0.0, 2.0, 1.0]], dtype=np.float32)
+    # row 0 flips between a near tie, row 1 picks a token 0.5 below the best, row 2 agrees
+    actual = np.array([[0.9990, 1.0, 0.0], [0.5, 1.0, 0.0], [0.0, 2.0, 1.0]], dtype=np.float32)
+    assert _same_top_token(actual, expected, tolerance=1e-3) == 2
+    assert _same_top_token(actual, expected, tolerance=1e-4) == 1

@@ -65,7 +65,8 @@ class ParityReport:
         verdict = "passed" if self.passed else "FAILED"
         lines = [
             f"conversion check {verdict}: against PyTorch on the ONNX model's grid ({len(self.same_grid)} "
-            f"weights); tolerance mean |diff| <= {self.tolerance:g}, same top token >= {MIN_TOP1:.0%}; "
+            f"weights); tolerance mean |diff| <= {self.tolerance:g}, same top token (ties within it count) "
+            f">= {MIN_TOP1:.0%}; "
             f"the difference comes from {self.difference_from}"
         ]
         for v in self.variants:
@@ -127,7 +128,7 @@ def check_parity(
                 expected = grid(torch.tensor([ids])).logits[0].float().numpy()
                 plain = given(torch.tensor([ids])).logits[0].float().numpy()
             diffs.append(np.abs(actual - expected))
-            agree += int((actual.argmax(-1) == expected.argmax(-1)).sum())
+            agree += _same_top_token(actual, expected, report.tolerance)
             positions += len(ids)
             nll_given.append(_next_token_nll(plain, ids))
             nll_onnx.append(_next_token_nll(actual, ids))
@@ -143,6 +144,16 @@ def check_parity(
         if peft_dir is not None:  # take the adapter off again for the next variant
             as_given, on_grid = given.unload(), grid.unload()
     return report
+
+
+def _same_top_token(actual, expected, tolerance: float) -> int:
+    """Positions where the ONNX model's top token is PyTorch's, or ties with it within the
+    tolerance: a near tie in PyTorch's logits (common in random-weight models) may flip under any
+    rounding the tolerance admits, and that is not a conversion error."""
+    import numpy as np
+
+    picked = np.take_along_axis(expected, actual.argmax(-1)[:, None], axis=-1)[:, 0]
+    return int((picked >= expected.max(-1) - tolerance).sum())
 
 
 def _next_token_nll(logits, ids: list[int]):
