@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -156,6 +157,13 @@ def main() -> None:
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("this benchmark pins nodes to cores 0 and 1; it needs two cores")
     work = Path(tempfile.mkdtemp(prefix="ray-search-"))
+    try:
+        measure(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def measure(args: argparse.Namespace, work: Path) -> None:
     model = args.model
     if model == "tiny":
         from tiny_models import save_tiny_llama

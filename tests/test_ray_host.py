@@ -309,3 +309,10 @@ def test_a_worker_killed_mid_search_has_its_candidate_retried(ray_cluster, tmp_p
     assert len(candidates) == 4 and not any(c["error"] for c in candidates), "".join(log)
     assert killed not in {c["worker"]["pid"] for c in candidates}
     assert all("ppl.perplexity" in c["metrics"] for c in candidates)
+
+
+@pytest.mark.slow
+def test_a_cluster_without_room_for_one_candidate_is_a_one_line_error(ray_cluster):
+    message = r"no room for one candidate \(1 CPU, 1 GPU; it has 2 CPU, 0 GPU\)"
+    with pytest.raises(OlivepressError, match=message):
+        open_host(SystemConfig(type="Ray", resources_per_trial={"num_gpus": 1}))

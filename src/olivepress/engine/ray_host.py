@@ -93,7 +93,11 @@ class RayHost:
             max_retries=1,
             retry_exceptions=True,
         )
-        self.slots = self._slots()
+        try:
+            self.slots = self._slots()
+        except OlivepressError:
+            self.close()
+            raise
         self.description = {
             "type": "Ray",
             "address": system.address,
@@ -101,7 +105,7 @@ class RayHost:
             **self.resources.model_dump(),
         }
         log.info(
-            "Ray cluster: room for %d candidate(s) at once (%s CPU, %s GPU each)",
+            "Ray cluster: room for %d candidate(s) at once (%g CPU, %g GPU each)",
             self.slots,
             self.resources.num_cpus,
             self.resources.num_gpus,
@@ -114,8 +118,8 @@ class RayHost:
             fits.append(math.floor(total.get("GPU", 0) / self.resources.num_gpus + 1e-9))
         if min(fits) < 1:
             raise OlivepressError(
-                f"no node of the Ray cluster has room for one candidate ({self.resources.num_cpus} CPU, "
-                f"{self.resources.num_gpus} GPU; the cluster has {total.get('CPU', 0):g} CPU, "
+                f"the Ray cluster has no room for one candidate ({self.resources.num_cpus:g} CPU, "
+                f"{self.resources.num_gpus:g} GPU; it has {total.get('CPU', 0):g} CPU, "
                 f"{total.get('GPU', 0):g} GPU); lower resources_per_trial or add nodes"
             )
         return min(fits)
