@@ -41,7 +41,7 @@ def test_two_processes_on_the_embedded_model_match_one(travel_data, tmp_path):
         result = finetune(
             "default", data_files=str(travel_data), text_template=TEMPLATE, max_samples=32, max_seq_len=128,
             training_args={"max_steps": 4, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
-                           "learning_rate": 1e-3, "logging_steps": 1, "full_determinism": True},
+                           "learning_rate": 1e-3, "logging_steps": 1},
             pass_options={"lora_dropout": 0.0, **options}, output_path=tmp_path / name,
             cache_dir=tmp_path / "cache", summary=False,
         )
