@@ -94,7 +94,7 @@ def run_workflow(workflow: Workflow, *, clean_cache: bool = False, check: ModelC
         execution_provider=workflow.execution_provider,
     )
     baseline = {}
-    if workflow.evaluator is not None:
+    if workflow.evaluator is not None and config.evaluate_input_model:
         log.info("Evaluating the input model")
         baseline = _evaluate(source, workflow, ctx)
         footprint.input_metrics = {name: value.to_dict() for name, value in baseline.items()}
@@ -247,6 +247,8 @@ def _mentions(value: Any, name: str) -> bool:
 
 def _data_files_fingerprint(data: DataConfig) -> list[str]:
     files = data.load_dataset_config.data_files
+    if files is None:  # a hub data set (wikitext): read from the shipped text, part of the package
+        return []
     paths = [files] if isinstance(files, str) else list(files) if isinstance(files, list) else [
         p for value in files.values() for p in ([value] if isinstance(value, str) else value)
     ]

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -45,6 +45,35 @@ class ModuleOverride(BaseModel):
     group_size: int | None = None
     sym: bool | None = None
     skip: bool = Field(False, description="Leave the matching layers in float.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _olive_symmetric(cls, data: Any) -> Any:
+        # Olive spells sym `symmetric` in overrides.
+        if isinstance(data, dict) and "symmetric" in data:
+            data = dict(data)
+            value = data.pop("symmetric")
+            if data.get("sym") not in (None, value):
+                raise ValueError("symmetric and sym contradict each other; set only one of them")
+            data["sym"] = value
+        return data
+
+
+def find_override(overrides: dict[str, ModuleOverride], name: str, module_names: set[str]) -> ModuleOverride:
+    """The override for module `name`. A key that is a module's exact name applies to that module
+    only (Olive's literal keys); 're:<regex>' must match the whole name (Olive's patterns); any
+    other key is a regex searched in the name."""
+    if name in overrides:
+        return overrides[name]
+    for key, override in overrides.items():
+        if key in module_names:
+            continue
+        if key.startswith("re:"):
+            if re.fullmatch(key[3:], name):
+                return override
+        elif re.search(key, name):
+            return override
+    return ModuleOverride()
 
 
 def _check_bits(bits: int) -> int:
@@ -90,7 +119,14 @@ class QuantPassConfig(PassConfig):
     modules_to_not_convert: list[str] = Field(
         default_factory=list, description="Linear layers to leave in float (a name or part of one)."
     )
-    include_lm_head: bool = Field(False, description="Quantize lm_head too.")
+    include_lm_head: bool = Field(False, description="Quantize lm_head too (Olive: lm_head).")
+    embeds: bool = Field(
+        False,
+        description=(
+            "Quantize the token embeddings too (RTN): kept on the grid in the checkpoint and written as "
+            "GatherBlockQuantized in the ONNX model (tied to lm_head's weights where the model ties them)."
+        ),
+    )
     overrides: dict[str, ModuleOverride] = Field(
         default_factory=dict, description="Per-module settings: a regex on the module name -> bits/group_size/sym/skip."
     )
@@ -100,6 +136,23 @@ class QuantPassConfig(PassConfig):
     num_threads: int | None = Field(
         None, gt=0, description="CPU threads; default: the cores that other work is not keeping busy."
     )
+
+    # Olive's (and AutoAWQ's) names for these options.
+    OLIVE_ALIASES: ClassVar[dict[str, str]] = {"lm_head": "include_lm_head", "q_group_size": "group_size", "w_bit": "bits"}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _olive_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not any(key in data for key in cls.OLIVE_ALIASES):
+            return data
+        data = dict(data)
+        for alias, name in cls.OLIVE_ALIASES.items():
+            if alias in data:
+                value = data.pop(alias)
+                if name in data and data[name] != value:
+                    raise ValueError(f"'{alias}' and '{name}' are the same option with different values; keep '{name}'")
+                data[name] = value
+        return data
 
     @field_validator("bits")
     @classmethod
@@ -185,8 +238,9 @@ def plan_quantization(model: PreTrainedModel, config: QuantPassConfig, *, layout
     grids: dict[str, Grid] = {}
     float_linears: list[str] = []
     notes: list[str] = []
+    module_names = {name for name, _ in model.named_modules()}
     for name, module in candidates:
-        override = next((o for p, o in config.overrides.items() if re.search(p, name)), ModuleOverride())
+        override = find_override(config.overrides, name, module_names)
         if override.skip or any(key in name for key in config.modules_to_not_convert):
             float_linears.append(name)
             continue
@@ -530,6 +584,7 @@ def run_calibrated(
     layer on the free cores, write the checkpoint. `meta` goes into quantization_config.meta,
     after the calibration settings."""
     start = time.perf_counter()
+    config = with_mixed_precision(config, model, ctx, algorithm)
     lm, tokenizer = load_float_model(model, algorithm)
     plan = plan_quantization(lm, config, layouts=layouts)
     describe_plan(plan, ctx.log, algorithm)
@@ -544,6 +599,16 @@ def run_calibrated(
                               **checkpoint_options)
     ctx.log.info("%s: done in %.1f s -> %s", algorithm, time.perf_counter() - start, out_dir)
     return handle
+
+
+def with_mixed_precision(config: QuantPassConfig, model: HfModel, ctx: PassContext, algorithm: str) -> QuantPassConfig:
+    """`config` with the model folder's mixed-precision info (SelectiveMixedPrecision) applied."""
+    from olivepress.passes.torch.mixed_precision import merged_options, read_mixed_precision
+
+    info = read_mixed_precision(model.folder)
+    if info is None:
+        return config
+    return type(config).model_validate(merged_options(config.model_dump(), info, ctx.log, algorithm))
 
 
 def describe_plan(plan: QuantPlan, log: Any, algorithm: str) -> None:

@@ -7,7 +7,7 @@ written: `lora_r` / `r`, `lora_alpha` / `alpha`, `training_args` with Hugging Fa
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, model_validator
 
@@ -39,6 +39,8 @@ class AdapterPassConfig(PassConfig):
     )
     modules_to_save: list[str] | None = Field(None, description="Modules trained in full and saved with the adapter.")
     training_args: TrainingArgs = Field(default_factory=TrainingArgs, description="Hugging Face TrainingArguments names.")
+
+    OLIVE_ALIASES: ClassVar[dict[str, str]] = OPTION_ALIASES
 
     @model_validator(mode="before")
     @classmethod
