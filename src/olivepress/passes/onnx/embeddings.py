@@ -116,6 +116,9 @@ def _replace_lookup(model: onnx.ModelProto, lookup: onnx.NodeProto, nodes: list[
         for init in list(graph.initializer):
             if init.name == old_weight:
                 graph.initializer.remove(init)
+        for info in list(graph.value_info):
+            if info.name == old_weight:
+                graph.value_info.remove(info)
 
 
 def tie_lookup_to_head(model: onnx.ModelProto, lookup: onnx.NodeProto, head: onnx.NodeProto, hidden: int) -> None:

@@ -74,6 +74,7 @@ class Config(PassConfig):
     calib_seq_len: int = Field(256, gt=0, description="kld_gradient: tokens per calibration sample.")
     data_config: str | DataConfig | None = Field(None, description="kld_gradient: calibration data (default: shipped text).")
     seed: int = 0
+    num_threads: int | None = Field(None, gt=0, description="CPU threads; default: the cores other work leaves free.")
 
     @model_validator(mode="after")
     def _ratio_for_scores(self) -> Config:
@@ -85,7 +86,7 @@ class Config(PassConfig):
 def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfModel:
     import torch
 
-    from olivepress.passes.torch._quant_common import load_float_model
+    from olivepress.passes.torch._quant_common import compute_threads, load_float_model
 
     start = time.perf_counter()
     lm, tokenizer = load_float_model(model, "SelectiveMixedPrecision")
@@ -97,7 +98,7 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfMo
         high |= {"group_size": config.high_group_size or config.group_size,
                  "symmetric": config.sym if config.high_sym is None else config.high_sym}
         default = {"bits": config.bits, "group_size": config.group_size, "symmetric": config.sym}
-        with torch.enable_grad():
+        with torch.enable_grad(), compute_threads(config.num_threads, ctx.log):
             scores, numels = unit_scores(lm, tokenizer, config, ctx)
         overrides = promote(scores, numels, config.ratio, high)
     if getattr(lm.config, "tie_word_embeddings", False) and "lm_head" in overrides:
