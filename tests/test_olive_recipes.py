@@ -193,3 +193,22 @@ def test_a_hub_data_set_other_than_wikitext_is_refused_with_its_name():
     config = DataConfig.model_validate({"name": "d", "load_dataset_config": {"data_name": "tatsu-lab/alpaca"}})
     with pytest.raises(OlivepressError, match="hub data set 'tatsu-lab/alpaca'.*give data_files"):
         load_records(config)
+
+
+def test_quantize_then_auto_opt_gives_tied_8bit_embeddings_and_lm_head_by_default(tiny_llama_dir, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+    def olivepress(*args: str) -> None:
+        done = subprocess.run([sys.executable, "-m", "olivepress", *args, "--cache_dir", str(tmp_path / "cache")],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    olivepress("quantize", "-m", str(tiny_llama_dir), "--algorithm", "gptq", "-o", str(tmp_path / "gptq"))
+    olivepress("auto-opt", "-m", str(tmp_path / "gptq" / "model"), "--use_ort_genai", "-o", str(tmp_path / "out"))
+    footprint = json.loads((tmp_path / "out" / "footprint.json").read_text())
+    assert [n["pass_type"] for n in footprint["nodes"]] == ["RTN", "ModelBuilder"]
+    _, nodes = _ops(tmp_path / "out" / "model")
+    lookup = nodes["/model/embed_tokens/Gather/GatherBlockQuantized"]
+    assert _attrs(lookup)["bits"] == 8 and _attrs(nodes["/lm_head/MatMulNBits"])["bits"] == 8
+    (check,) = footprint["checks"].values()
+    assert check["variants"][0]["top1_agreement"] == 1.0

@@ -105,7 +105,13 @@ def execute(args: argparse.Namespace) -> int:
         builder["int4_block_size"] = args.int4_block_size
     if args.int4_accuracy_level is not None:
         builder["int4_accuracy_level"] = args.int4_accuracy_level
-    passes = {"builder": builder}
+    from olivepress.passes.torch.head_and_embeddings import default_head_step
+
+    # A quantized checkpoint's float lm_head and embeddings would be most of a small model's
+    # bytes: on a CPU they go to 8 bits on our grid first (tied where the model ties them).
+    heads = default_head_step(model, device, args.precision)
+    passes = {"heads": heads} if heads else {}
+    passes["builder"] = builder
     if args.adapter_path:
         passes["extract_adapters"] = {"type": "ExtractAdapters", "adapter_name": args.adapter_name}
     config = {

@@ -145,7 +145,7 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
     if config.search:
         _merge_search_options(genai_config, config.search)
     embeds = (model.quantization_config() or {}).get("meta", {}).get("embeds") if model.quantization_method() else None
-    if embeds and config.precision in ("int4", "int8"):
+    if embeds and config.precision in ("int4", "int8") and config.quantize_embeddings:
         from olivepress.passes.onnx.quantized_embeddings import carry_embeddings
 
         carry_embeddings(out_dir, embeds, ctx.log)

@@ -125,8 +125,29 @@ def quantize_remaining(model: HfModel, config: QuantPassConfig, out_dir: Path, l
         meta=meta,
     )
     _write(quantized, tensors, model.folder, out_dir, new_qconfig, source_config)
-    return HfModel(path=str(out_dir), task=model.task,
+    return HfModel(path=str(out_dir), task=model.task, adapter_path=model.adapter_path,
                    load_kwargs={k: v for k, v in model.load_kwargs.items() if k == "trust_remote_code"})
+
+
+def default_head_step(model: HfModel, device: str, precision: str) -> dict[str, Any] | None:
+    """The RTN pass auto-opt runs before ModelBuilder on a CPU int4 build of a quantized checkpoint
+    whose lm_head is float: lm_head and the embeddings in 8 bits on olivepress's grid (tied where
+    the model ties them), instead of a float embedding table and lm_head. None where it does not
+    apply (float input: the builder quantizes lm_head itself; an adapter on lm_head or the
+    embeddings; GPUs, other precisions)."""
+    if device != "cpu" or precision != "int4" or model.quantization_method() not in ("gptq", "awq"):
+        return None
+    if (model.quantization_config() or {}).get("lm_head"):
+        return None
+    if model.adapter_path:
+        from olivepress.runtime.adapters import peft_adapter_config
+
+        targets = peft_adapter_config(Path(model.adapter_path)).get("target_modules") or []
+        saved = peft_adapter_config(Path(model.adapter_path)).get("modules_to_save") or []
+        text = " ".join(targets if isinstance(targets, list) else [targets]) + " " + " ".join(saved)
+        if "lm_head" in text or "embed" in text:
+            return None
+    return {"type": "RTN", "lm_head": True, "embeds": True, "bits": 8}
 
 
 def _write(quantized: dict, tensors: dict, source: Path, out_dir: Path, qconfig: dict, config: dict) -> None:

@@ -47,7 +47,7 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfMo
 
     start = time.perf_counter()
     config = with_mixed_precision(config, model, ctx, "RTN")
-    if model.quantization_method() is not None and not model.adapter_path:
+    if model.quantization_method() is not None:
         return quantize_remaining(model, config, out_dir, ctx.log)
     lm, _ = load_float_model(model, "RTN")
     tied = bool(getattr(lm.config, "tie_word_embeddings", False))
