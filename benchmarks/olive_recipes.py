@@ -5,7 +5,9 @@ Runs, each in a fresh process:
 1. the recipe (tests/olive_recipes/cpu_int4.json: SelectiveMixedPrecision kld_gradient -> gptq
    4-bit asym g128 -> rtn 8-bit lm_head and embeddings -> ModelBuilder int4 -> GraphSurgeries
    TieWordEmbeddings) with only input_model.model_path swapped, through `olivepress run --config`;
-2. `olivepress quantize --algorithm gptq` -> `olivepress auto-opt` with their defaults;
+2. `olivepress quantize --algorithm gptq` -> `olivepress auto-opt` with their defaults, and (size
+   only) ModelBuilder alone on the same checkpoint: auto-opt before it put lm_head and the
+   embeddings in 8 bits;
 3. the float model (PyTorch) for the perplexity reference;
 
 and prints perplexity on the package's held-out prose (`olivepress benchmark --metrics
@@ -81,6 +83,14 @@ def main() -> None:
         seconds += olivepress("auto-opt", "-m", "gptq/model", "--use_ort_genai", "-o", "auto-opt", cwd=work)
         result["variants"]["quantize gptq -> auto-opt"] = {
             "seconds": seconds, **measure(str(work / "auto-opt" / "model"), work, "defaults", metrics, args.decode_tokens)
+        }
+        builder_only = {"input_model": {"model_path": str(work / "gptq" / "model")},
+                        "passes": {"b": {"type": "ModelBuilder", "precision": "int4"}},
+                        "output_dir": "builder-only", "cache_dir": "cache_cpu_int4"}
+        (work / "builder-only.json").write_text(json.dumps(builder_only))
+        seconds = olivepress("run", "--config", "builder-only.json", cwd=work)
+        result["variants"]["gptq -> ModelBuilder alone (before)"] = {
+            "seconds": seconds, **measure(str(work / "builder-only" / "model"), work, "before", "size_on_disk", 1)
         }
 
     reference = result["variants"].get("fp32 (PyTorch)", {}).get("perplexity.perplexity")
