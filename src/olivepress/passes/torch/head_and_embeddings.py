@@ -147,7 +147,10 @@ def default_head_step(model: HfModel, device: str, precision: str) -> dict[str, 
         text = " ".join(targets if isinstance(targets, list) else [targets]) + " " + " ".join(saved)
         if "lm_head" in text or "embed" in text:
             return None
-    return {"type": "RTN", "lm_head": True, "embeds": True, "bits": 8}
+    # Explicit overrides: a SelectiveMixedPrecision default (e.g. 4 bits) must not lower them.
+    eight_bits = {"bits": 8}
+    return {"type": "RTN", "lm_head": True, "embeds": True, "bits": 8,
+            "overrides": {"lm_head": eight_bits, "re:.*(embed_tokens|wte)": eight_bits}}
 
 
 def _write(quantized: dict, tensors: dict, source: Path, out_dir: Path, qconfig: dict, config: dict) -> None:
