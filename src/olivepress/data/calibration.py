@@ -73,6 +73,13 @@ def calibration_stream(
     # Imported here: loading pulls in `datasets`, which a quantizer on shipped text never needs.
     from olivepress.data.tokenize import encode_texts, token_stream
 
+    if data_config is not None and data_config.load_dataset_config.names_wikitext:
+        # Olive's recipes name the hub's wikitext for calibration; it is not on this machine.
+        log.warning(
+            "data config '%s' names the hub's %s, which olivepress does not download; calibrating on the "
+            "shipped calibration text (English prose) instead", data_config.name, data_config.load_dataset_config.data_name,
+        )
+        data_config = None
     if data_config is None:
         # One text, not one per paragraph: an EOS after every paragraph is not natural prose.
         return encode_texts([shipped_text(CALIBRATION_TEXT)], tokenizer)[0], "the shipped calibration text"

@@ -9,6 +9,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from olivepress.errors import OlivepressError
 
+WIKITEXT_NAMES = ("wikitext", "wikitext-2-raw-v1", "wikitext2")
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -18,10 +20,16 @@ class LoadDatasetConfig(_Strict):
     """Which local files to read, through the `datasets` library."""
 
     data_name: str = Field("json", description="Loader: json (also JSON lines), csv, parquet or text.")
-    data_files: str | list[str] | dict[str, str | list[str]] = Field(
-        ..., description="A local file, a list of files, or a split name -> files mapping."
+    data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
+        None, description="A local file, a list of files, or a split name -> files mapping (required but for wikitext)."
     )
     split: str = Field("train", description="Which split of the loaded files to use.")
+    subset: str | None = Field(None, description="A hub data set's configuration (Olive's name); read with wikitext only.")
+
+    @property
+    def names_wikitext(self) -> bool:
+        """A hub wikitext data set (Olive's recipes calibrate on it); olivepress uses its shipped prose instead."""
+        return self.data_files is None and self.data_name.lower().rsplit("/", 1)[-1] in WIKITEXT_NAMES
 
     @field_validator("data_files", mode="before")
     @classmethod

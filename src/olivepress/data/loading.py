@@ -35,6 +35,11 @@ def datasets_cache_dir() -> Path:
 def load_records(config: DataConfig) -> datasets.Dataset:
     """The records `config` names, read from local files (at most `max_samples` of them)."""
     load = config.load_dataset_config
+    if load.data_files is None:
+        raise OlivepressError(
+            f"data config '{config.name}' names the hub data set '{load.data_name}' and no data_files; olivepress "
+            "reads local files: download the data and give data_files (wikitext works for calibration only)"
+        )
     loader = _loader_name(load.data_name)
     data_files = _resolve_data_files(load)
     dataset = _load(loader, data_files, load.split)

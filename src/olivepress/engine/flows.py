@@ -91,6 +91,8 @@ def _mentions(value: Any, name: str) -> bool:
 
 def _data_files_fingerprint(data: DataConfig) -> list[str]:
     files = data.load_dataset_config.data_files
+    if files is None:  # a hub data set (wikitext): read from the shipped text, part of the package
+        return []
     paths = (
         [files]
         if isinstance(files, str)

@@ -134,7 +134,7 @@ def _run_flows(
     workflow: Workflow, host: Host, jobs: _JobMaker, outputs: list[Path], footprint: Footprint
 ) -> list[FlowResult]:
     baseline = {}
-    if workflow.evaluator is not None:
+    if workflow.evaluator is not None and workflow.config.evaluate_input_model:
         log.info("Evaluating the input model")
         baseline = _only(host.run([jobs([])]), "the input model's evaluation").metrics
         footprint.input_metrics = {name: value.to_dict() for name, value in baseline.items()}

@@ -31,13 +31,16 @@ class HfModel(_Handle):
     task: str = "text-generation"
     load_kwargs: dict[str, Any] = Field(default_factory=dict)
 
-    def quantization_method(self) -> str | None:
-        """'awq', 'gptq', ... when config.json carries a quantization_config, else None."""
+    def quantization_config(self) -> dict[str, Any] | None:
+        """config.json's quantization_config, or None."""
         import json
 
         config = json.loads((self.folder / "config.json").read_text())
-        quant = config.get("quantization_config") or {}
-        method = quant.get("quant_method")
+        return config.get("quantization_config") or None
+
+    def quantization_method(self) -> str | None:
+        """'awq', 'gptq', ... when config.json carries a quantization_config, else None."""
+        method = (self.quantization_config() or {}).get("quant_method")
         return str(method).lower() if method else None
 
 

@@ -5,7 +5,7 @@ passes' `Config` classes are these (plus the pass contract's base)."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -23,6 +23,35 @@ class ModuleOverride(BaseModel):
     group_size: int | None = None
     sym: bool | None = None
     skip: bool = Field(False, description="Leave the matching layers in float.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _olive_symmetric(cls, data: Any) -> Any:
+        # Olive spells sym `symmetric` in overrides.
+        if isinstance(data, dict) and "symmetric" in data:
+            data = dict(data)
+            value = data.pop("symmetric")
+            if data.get("sym") not in (None, value):
+                raise ValueError("symmetric and sym contradict each other; set only one of them")
+            data["sym"] = value
+        return data
+
+
+def find_override(overrides: dict[str, ModuleOverride], name: str, module_names: set[str]) -> ModuleOverride:
+    """The override for module `name`. A key that is a module's exact name applies to that module
+    only (Olive's literal keys); 're:<regex>' must match the whole name (Olive's patterns); any
+    other key is a regex searched in the name."""
+    if name in overrides:
+        return overrides[name]
+    for key, override in overrides.items():
+        if key in module_names:
+            continue
+        if key.startswith("re:"):
+            if re.fullmatch(key[3:], name):
+                return override
+        elif re.search(key, name):
+            return override
+    return ModuleOverride()
 
 
 class QuantOptions(BaseModel):
@@ -58,7 +87,14 @@ class QuantOptions(BaseModel):
     modules_to_not_convert: list[str] = Field(
         default_factory=list, description="Linear layers to leave in float (a name or part of one)."
     )
-    include_lm_head: bool = Field(False, description="Quantize lm_head too.")
+    include_lm_head: bool = Field(False, description="Quantize lm_head too (Olive: lm_head).")
+    embeds: bool = Field(
+        False,
+        description=(
+            "Quantize the token embeddings too (RTN): kept on the grid in the checkpoint and written as "
+            "GatherBlockQuantized in the ONNX model (tied to lm_head's weights where the model ties them)."
+        ),
+    )
     overrides: dict[str, ModuleOverride] = Field(
         default_factory=dict,
         description="Per-module settings: a regex on the module name -> bits/group_size/sym/skip.",
@@ -69,6 +105,27 @@ class QuantOptions(BaseModel):
     num_threads: int | None = Field(
         None, gt=0, description="CPU threads; default: the cores that other work is not keeping busy."
     )
+
+    # Olive's (and AutoAWQ's) names for these options.
+    OLIVE_ALIASES: ClassVar[dict[str, str]] = {
+        "lm_head": "include_lm_head", "q_group_size": "group_size", "w_bit": "bits"
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _olive_names(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not any(key in data for key in cls.OLIVE_ALIASES):
+            return data
+        data = dict(data)
+        for alias, name in cls.OLIVE_ALIASES.items():
+            if alias in data:
+                value = data.pop(alias)
+                if name in data and data[name] != value:
+                    raise ValueError(
+                        f"'{alias}' and '{name}' are the same option with different values; keep '{name}'"
+                    )
+                data[name] = value
+        return data
 
     @field_validator("bits")
     @classmethod

@@ -3,7 +3,6 @@ checkpoint layout that can hold them all (AWQ when it can, else GPTQ)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +10,7 @@ from olivepress.errors import OlivepressError
 from olivepress.quant.decoder import decoder_layers
 from olivepress.quant.grid import Grid
 from olivepress.quant.layout import awq_problem, gptq_problem, largest_fitting_group, ragged_message
-from olivepress.quant.options import ModuleOverride, QuantOptions
+from olivepress.quant.options import QuantOptions, find_override
 
 if TYPE_CHECKING:
     from torch import nn
@@ -49,8 +48,9 @@ def plan_quantization(
     grids: dict[str, Grid] = {}
     float_linears: list[str] = []
     notes: list[str] = []
+    module_names = {name for name, _ in model.named_modules()}
     for name, module in candidates:
-        override = next((o for p, o in options.overrides.items() if re.search(p, name)), ModuleOverride())
+        override = find_override(options.overrides, name, module_names)
         if override.skip or any(key in name for key in options.modules_to_not_convert):
             float_linears.append(name)
             continue

@@ -81,7 +81,13 @@ def plan_auto_opt(
         builder["int4_block_size"] = int4_block_size
     if int4_accuracy_level is not None:
         builder["int4_accuracy_level"] = int4_accuracy_level
-    passes: dict[str, Any] = {"builder": builder}
+    from olivepress.passes.torch.head_and_embeddings import default_head_step
+
+    # A quantized checkpoint's float lm_head and embeddings would be most of a small model's
+    # bytes: on a CPU they go to 8 bits on our grid first (tied where the model ties them).
+    heads = default_head_step(model, device, precision)
+    passes: dict[str, Any] = {"heads": heads} if heads else {}
+    passes["builder"] = builder
     if adapter_path:
         passes["extract_adapters"] = {"type": "ExtractAdapters", "adapter_name": adapter_name,
                                       "adapter_precision": adapter_precision}

@@ -96,6 +96,9 @@ class WorkflowConfig(_Strict):
     evaluator: str | EvaluatorConfig | None = Field(
         None, description="The evaluator (a name under evaluators, or inline) that measures the input and output models."
     )
+    evaluate_input_model: bool = Field(
+        True, description="Measure the input model with the evaluator too (relative goals need it)."
+    )
     allow_user_code: bool = Field(False, description="Run Python the config names (user_script, custom metrics); same as --allow-user-code.")
     host: str | None = Field(
         None, description="Name of the system under `systems` that runs the passes (Ray: the candidates)."

@@ -11,7 +11,15 @@ from olivepress.errors import OlivepressError, did_you_mean
 
 
 def _model_fields_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the pydantic model found by walking `loc` from `root` (for 'did you mean')."""
+    """Field names of the pydantic model found by walking `loc` from `root`, and the Olive names it
+    takes or knows (for 'did you mean')."""
+    from olivepress.workflow.olive_compat import olive_names_for
+
+    model = _model_at(root, loc)
+    return [*model.model_fields, *olive_names_for(model)] if model is not None else []
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     current: Any = root
     for part in loc:
         if isinstance(part, int) or current is None:
@@ -22,8 +30,8 @@ def _model_fields_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         else:
             current = None
     if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
-    return []
+        return current
+    return None
 
 
 def _innermost_model(annotation: Any) -> Any:
@@ -49,7 +57,7 @@ def explain(exc: ValidationError, root: type[BaseModel], where: str = "") -> Oli
         fields = _model_fields_at(root, parent)
         place = f" in {parent_path}" if parent_path else " at the top level"
         hint = did_you_mean(key, fields)
-        known = f"; known keys: {', '.join(fields)}" if fields and not hint else ""
+        known = f"; known keys: {', '.join(dict.fromkeys(fields))}" if fields and not hint else ""
         return OlivepressError(f"unknown key '{key}'{place}{hint}{known}")
     if kind == "missing":
         return OlivepressError(f"missing required key '{path}'; add it to the config")

@@ -17,6 +17,7 @@ from olivepress.targets import default_provider
 from olivepress.workflow.config import SystemConfig, WorkflowConfig
 from olivepress.workflow.errors import explain
 from olivepress.workflow.normalize import normalize_workflow, user_code_references
+from olivepress.workflow.olive_compat import apply_option_treatments, check_pass_type
 from olivepress.workflow.search_config import Objective, SearchStrategyConfig
 from olivepress.workflow.search_space import split_options
 
@@ -109,6 +110,14 @@ def load_workflow(
     device, provider = _target(config)
     planned = {name: _plan_pass(name, spec) for name, spec in config.passes.items()}
     evaluator = _evaluator(config)
+    if evaluator is not None and not config.evaluate_input_model:
+        relative = [f"{m.name}.{sub.name}" for m in evaluator.metrics for sub in m.sub_types
+                    if sub.goal is not None and sub.goal.type != "threshold"]
+        if relative:
+            raise OlivepressError(
+                f"goal of {relative[0]} is relative to the input model, but evaluate_input_model is false; "
+                "set evaluate_input_model true or use a threshold goal"
+            )
     search = config.search_strategy or None
     _check_search(config, planned, evaluator, search)
     return Workflow(
@@ -125,6 +134,8 @@ def _plan_pass(name: str, raw: dict[str, Any]) -> PlannedPass:
     types = raw["type"] if isinstance(raw["type"], list) else [raw["type"]]
     if not types:
         raise OlivepressError(f"passes.{name}.type lists no pass; name one, or several to search over")
+    for kind in types:
+        check_pass_type(str(kind))
     specs = [find_pass(str(kind)) for kind in types]
     where = f"passes.{name}"
     planned = [
@@ -140,6 +151,7 @@ def _plan_pass(name: str, raw: dict[str, Any]) -> PlannedPass:
 
 def _plan_one(where: str, name: str, spec: PassSpec, raw_options: dict[str, Any]) -> PlannedPass:
     config_cls: type[PassConfig] = spec.module.Config
+    raw_options = apply_option_treatments(spec.name, config_cls, raw_options, where)
     options, choices = split_options(where, spec.name, config_cls, raw_options)
     try:
         config = config_cls.model_validate({**options, **{key: values[0] for key, values in choices.items()}})

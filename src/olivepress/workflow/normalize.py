@@ -16,6 +16,7 @@ from olivepress.evaluate.config import EvaluatorConfig
 from olivepress.evaluate.lm_evaluator import is_lm_evaluator, lm_evaluator_metrics
 from olivepress.workflow.config import SUPPORTED_SYSTEMS
 from olivepress.workflow.errors import explain
+from olivepress.workflow.olive_compat import apply_key_treatments
 from olivepress.workflow.search_config import SearchStrategyConfig
 
 MODEL_TYPE_ALIASES = {"PyTorchModel": "HfModel", "HuggingFaceModel": "HfModel", "ONNXModel": "OnnxModel"}
@@ -35,12 +36,14 @@ def normalize_workflow(raw: dict[str, Any]) -> dict[str, Any]:
             if key in flat and flat[key] != value:
                 raise OlivepressError(f"'{key}' is set both at the top level and in 'engine' with different values; keep one")
             flat[key] = value
+    # Olive keys that do not apply here are dropped with a warning; refused ones stop here.
+    flat = apply_key_treatments("run+engine", flat, "")
     if "input_model" in flat:
         flat["input_model"] = _input_model(flat["input_model"])
     if isinstance(flat.get("systems"), dict):
         flat["systems"] = {name: _system(name, system) for name, system in flat["systems"].items()}
     if isinstance(flat.get("passes"), dict):
-        flat["passes"] = {name: _unwrap_config(spec) for name, spec in flat["passes"].items()}
+        flat["passes"] = {name: _pass(name, spec) for name, spec in flat["passes"].items()}
     if isinstance(flat.get("data_configs"), list):
         flat["data_configs"] = [_data_config(item) for item in flat["data_configs"]]
     if isinstance(flat.get("evaluators"), dict):
@@ -157,6 +160,20 @@ def _unwrap_config(spec: Any) -> Any:
     return {**outer, **inner}
 
 
+def _pass(name: str, spec: Any) -> Any:
+    # Olive writes a pass as a list of one or more pass configs; olivepress runs one per name.
+    if isinstance(spec, list):
+        if len(spec) != 1:
+            raise OlivepressError(f"passes.{name} lists {len(spec)} pass configs; give one (a mapping with 'type')")
+        spec = spec[0]
+    spec = _unwrap_config(spec)
+    if not isinstance(spec, dict):
+        return spec
+    entry = apply_key_treatments("pass_entry", {k: v for k, v in spec.items() if k in ("host", "evaluator")},
+                                 f"passes.{name}.")
+    return {k: v for k, v in spec.items() if k not in ("host", "evaluator")} | entry
+
+
 def _system(name: str, spec: Any) -> Any:
     # Checked before the system's keys: an AzureML system's keys are beside the point.
     kind = spec.get("type") if isinstance(spec, dict) else None
@@ -165,7 +182,17 @@ def _system(name: str, spec: Any) -> Any:
             f"system '{name}' has type '{kind}', which olivepress does not run; olivepress runs "
             f"workflows on this machine or on a Ray cluster: use type {' or '.join(SUPPORTED_SYSTEMS)}"
         )
-    return _unwrap_config(spec)
+    spec = _unwrap_config(spec)
+    if not isinstance(spec, dict):
+        return spec
+    spec = apply_key_treatments("system_config", spec, f"systems.{name}.")
+    if isinstance(spec.get("accelerators"), list):
+        spec["accelerators"] = [
+            apply_key_treatments("accelerator", item, f"systems.{name}.accelerators.{i}.") if isinstance(item, dict)
+            else item
+            for i, item in enumerate(spec["accelerators"])
+        ]
+    return spec
 
 
 def use_ray_host(raw: dict[str, Any], address: str) -> dict[str, Any]:
@@ -203,6 +230,8 @@ def _input_model(spec: Any) -> Any:
     # The seed's PyTorchModel and HuggingFaceModel are what olivepress calls HfModel.
     kind = spec.get("type", "HfModel")
     spec["type"] = MODEL_TYPE_ALIASES.get(kind, kind)
+    section = "input_model_onnx" if spec["type"] == "OnnxModel" else "input_model_hf"
+    spec = apply_key_treatments(section, spec, "input_model.")
     model_path = spec.get("model_path")
     if isinstance(model_path, dict):
         kind = model_path.get("type", "a reference")
@@ -226,15 +255,43 @@ def _input_model(spec: Any) -> Any:
     return spec
 
 
+# Olive's text-generation pre-processing names -> olivepress's.
+_PRE_PROCESS_KEYS = {"max_seq_len": "source_max_len", "strategy": "corpus_strategy", "chat_template": "use_chat_template"}
+
+
+def _pre_process(section: dict[str, Any], where: str) -> dict[str, Any]:
+    section = apply_key_treatments("pre_process_text_generation", section, where)
+    renamed = {}
+    for key, value in section.items():
+        new = _PRE_PROCESS_KEYS.get(key, key)
+        if key == "strategy" and isinstance(value, str):
+            value = {"line_by_line": "line-by-line"}.get(value, value)
+        if key == "chat_template" and not isinstance(value, bool):
+            raise OlivepressError(f"{where}chat_template: give true to use the tokenizer's chat template (a template "
+                                  "text is not supported; put it in the tokenizer's chat_template)")
+        if new in renamed and renamed[new] != value:
+            raise OlivepressError(f"{where}'{key}' and '{new}' are the same option with different values; keep one")
+        renamed[new] = value
+    return renamed
+
+
 def _data_config(spec: Any) -> Any:
     if not isinstance(spec, dict):
         return spec
     spec = dict(spec)
-    for key in ("load_dataset_config", "pre_process_data_config"):
+    where = f"data_configs.{spec.get('name')}."
+    for key in ("load_dataset_config", "pre_process_data_config", "post_process_data_config", "dataloader_config"):
         section = spec.get(key)
         if isinstance(section, dict) and isinstance(section.get("params"), dict):
             rest = {k: v for k, v in section.items() if k not in ("params", "type")}
             spec[key] = {**section["params"], **rest}
+    spec = apply_key_treatments("data_config", spec, where)
+    if isinstance(spec.get("load_dataset_config"), dict):
+        spec["load_dataset_config"] = apply_key_treatments(
+            "load_dataset", spec["load_dataset_config"], f"{where}load_dataset_config."
+        )
+    if isinstance(spec.get("pre_process_data_config"), dict):
+        spec["pre_process_data_config"] = _pre_process(spec["pre_process_data_config"], f"{where}pre_process_data_config.")
     params = spec.pop("params_config", None)
     if isinstance(params, dict):
         params = dict(params)

@@ -26,7 +26,9 @@ def split_options(where: str, pass_type: str, config_cls: type[PassConfig], opti
     choices: dict[str, list[Any]] = {}
     fields = config_cls.model_fields
     for key, value in options.items():
-        found = _choices(key, value, fields.get(key))
+        # An Olive spelling the Config maps onto its own options takes its value as written.
+        aliased = key not in fields and key in getattr(config_cls, "OLIVE_ALIASES", {})
+        found = None if aliased else _choices(key, value, fields.get(key))
         if found is None:
             fixed[key] = value
             continue

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from olivepress.capture import output_to_file, tail
 from olivepress.errors import OlivepressError
@@ -54,6 +54,38 @@ class Config(PassConfig):
         ),
     )
     extra_options: dict[str, Any] = Field(default_factory=dict, description="Further builder extra_options, passed as they are.")
+
+    # Olive's ModelBuilder options that are the builder's extra_options under another name.
+    OLIVE_ALIASES: ClassVar[dict[str, str]] = {
+        "int4_is_symmetric": "is_symmetric",
+        "int4_op_types_to_quantize": "op_types_to_quantize",
+        "int4_nodes_to_exclude": "nodes_to_exclude",
+        "int4_algo_config": "algo_config",
+        "use_qdq": "use_qdq",
+        "include_hidden_states": "include_hidden_states",
+        "exclude_embeds": "exclude_embeds",
+        "exclude_lm_head": "exclude_lm_head",
+        "enable_cuda_graph": "enable_cuda_graph",
+        "use_8bits_moe": "use_8bits_moe",
+        "use_webgpu_fp32": "use_webgpu_fp32",
+        "use_cuda_bf16": "use_cuda_bf16",
+    }
+
+    @model_validator(mode="before")
+    @classmethod
+    def _olive_options_to_extra_options(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not any(key in data for key in cls.OLIVE_ALIASES):
+            return data
+        data = dict(data)
+        extra = dict(data.get("extra_options") or {})
+        for olive_name, builder_name in cls.OLIVE_ALIASES.items():
+            if olive_name in data:
+                value = data.pop(olive_name)
+                if isinstance(value, list):  # the builder reads lists as "/"- or ","-joined text
+                    value = ("/" if builder_name == "op_types_to_quantize" else ",").join(map(str, value))
+                extra.setdefault(builder_name, value)
+        data["extra_options"] = extra
+        return data
 
 
 def builder_architectures() -> set[str]:
@@ -110,6 +142,11 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
         ctx.log.info("LoRA paths added beside %d quantized MatMuls (float, for ExtractAdapters)", count)
     if config.search:
         _merge_search_options(genai_config, config.search)
+    embeds = (model.quantization_config() or {}).get("meta", {}).get("embeds") if model.quantization_method() else None
+    if embeds and config.precision in ("int4", "int8") and config.quantize_embeddings:
+        from olivepress.passes.onnx.quantized_embeddings import carry_embeddings
+
+        carry_embeddings(out_dir, embeds, ctx.log)
     return OnnxModel(path=str(out_dir))
 
 

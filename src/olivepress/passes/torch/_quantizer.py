@@ -80,18 +80,54 @@ def write_checkpoint(
     )
 
 
+def with_mixed_precision(options: QuantOptions, model: HfModel, ctx: PassContext, algorithm: str) -> QuantOptions:
+    """`options` with the model folder's mixed-precision info (SelectiveMixedPrecision) applied."""
+    from olivepress.passes.torch.mixed_precision import merged_options, read_mixed_precision
+
+    info = read_mixed_precision(model.folder)
+    if info is None:
+        return options
+    return type(options).model_validate(merged_options(options.model_dump(), info, ctx.log, algorithm))
+
+
 def run_rtn(model: HfModel, options: QuantOptions, out_dir: Path, ctx: PassContext) -> HfModel:
-    """Round to nearest, no calibration."""
+    """Round to nearest, no calibration; on a model GPTQ or AWQ already quantized, only what is
+    left (lm_head, embeddings: Olive's rtn after gptq)."""
+    import torch
+
+    from olivepress.passes.torch.head_and_embeddings import (
+        embeddings_meta,
+        grid_for,
+        quantize_embeddings,
+        quantize_remaining,
+    )
     from olivepress.quant.rtn import round_to_nearest
 
     start = time.perf_counter()
+    options = with_mixed_precision(options, model, ctx, "RTN")
+    if model.quantization_method() is not None:
+        return quantize_remaining(model, options, out_dir, ctx.log)
     lm, _ = load_float_model(model, "RTN")
-    plan = plan_quantization(lm, options, layouts=("awq", "gptq"))
+    tied = bool(getattr(lm.config, "tie_word_embeddings", False))
+    # Quantized embeddings live in the GPTQ layout's checkpoint only.
+    plan = plan_quantization(lm, options, layouts=("gptq",) if options.embeds else ("awq", "gptq"))
     describe_plan(plan, ctx.log, "RTN")
-    with torch_threads(options.num_threads) as threads:
+    modules = dict(lm.named_modules())
+    meta = {}
+    with torch.no_grad(), torch_threads(options.num_threads) as threads:
         ctx.log.info("using %d of %d CPU threads", threads.count, available_cores())
-        quantized = round_to_nearest(dict(lm.named_modules()), plan.grids)
-    handle = write_checkpoint(lm, quantized, model, out_dir, plan, options, algorithm="rtn")
+        quantized = round_to_nearest(modules, plan.grids)
+        if options.embeds:
+            embedding = lm.get_input_embeddings()
+            embed_name = next(n for n, m in modules.items() if m is embedding)
+            grid = grid_for(options, embed_name, embedding.weight.shape[1], set(modules))
+            if grid is not None:
+                values, shared = quantize_embeddings(
+                    embedding.weight, grid, quantized.get("lm_head"), plan.grids.get("lm_head"), tied
+                )
+                embedding.weight.copy_(values)
+                meta["embeds"] = embeddings_meta(grid, shared)
+    handle = write_checkpoint(lm, quantized, model, out_dir, plan, options, algorithm="rtn", meta=meta)
     seconds = time.perf_counter() - start
     ctx.log.info("RTN: %d Linear layers in %.1f s -> %s", len(quantized), seconds, out_dir)
     return handle
@@ -114,6 +150,7 @@ def run_calibrated(
     layer on the free cores, write the checkpoint. `meta` goes into quantization_config.meta,
     after the calibration settings."""
     start = time.perf_counter()
+    options = with_mixed_precision(options, model, ctx, algorithm)
     lm, tokenizer = load_float_model(model, algorithm)
     plan = plan_quantization(lm, options, layouts=layouts)
     describe_plan(plan, ctx.log, algorithm)

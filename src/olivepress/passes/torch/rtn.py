@@ -2,6 +2,11 @@
 
 No calibration data; the baseline AWQ and GPTQ are measured against. Writes the AWQ layout
 when it can hold the result, the GPTQ layout otherwise (quant/plan.py).
+
+Olive's options work as Olive's `rtn` pass has them: `lm_head` and `embeds` (8-bit lm_head and
+embeddings, tied where the model ties them; see head_and_embeddings.py), `overrides` per module
+name, and a model that GPTQ or AWQ has already quantized, of which RTN then quantizes what is
+left (lm_head, embeddings).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from olivepress.passes.base import PassConfig, PassContext
 from olivepress.passes.torch._quantizer import run_rtn
 from olivepress.quant.options import QuantOptions
 
-VERSION = 1
+VERSION = 2
 ACCEPTS = ("hf",)
 
 

@@ -9,7 +9,7 @@ machines) trains data-parallel through torch.distributed; see docs/distributed.m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 
@@ -54,6 +54,8 @@ class AdapterPassConfig(PassConfig):
         None, description="Address of node 0 that every machine can reach (nnodes > 1)."
     )
     master_port: int = Field(29500, ge=1, le=65535, description="Port on master_addr where machines meet.")
+
+    OLIVE_ALIASES: ClassVar[dict[str, str]] = OPTION_ALIASES
 
     @model_validator(mode="before")
     @classmethod
