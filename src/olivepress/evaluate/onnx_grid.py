@@ -124,7 +124,9 @@ def read_quantized_weights(model_file: Path) -> QuantizedWeights:
                 continue
             scales = array(node.input[2])
             zeros = array(node.input[3]) if len(node.input) > 3 else None
-            rows, blocks = scales.shape
+            # Codes and scales may be lm_head's own MatMulNBits tensors ([N, blocks, blob] and
+            # [N * blocks]) reached through a Reshape: the first axis is the rows either way.
+            rows = codes.shape[0]
             columns = codes.size * 8 // attrs.get("bits", 4) // rows
             found.weights[module] = dequantize_blocks(
                 codes, scales, zeros, rows=rows, columns=columns, bits=attrs.get("bits", 4),

@@ -76,6 +76,7 @@ def quantize_remaining(model: HfModel, config: QuantOptions, out_dir: Path, log:
 
     from olivepress import __version__
     from olivepress.quant import checkpoint
+    from olivepress.quant import qconfig as qconfig_module
     from olivepress.quant.grid import quantize_weight
 
     if not (config.include_lm_head or config.embeds):
@@ -119,7 +120,7 @@ def quantize_remaining(model: HfModel, config: QuantOptions, out_dir: Path, log:
         dynamic[r"+:lm_head\b"] = {"bits": head_grid.bits, "group_size": head_grid.group_size, "sym": head_grid.sym}
     meta["rtn_after"] = qconfig.get("meta", {}).get("algorithm", qconfig.get("quant_method"))
     meta["quantizer"] = f"olivepress {__version__}"
-    new_qconfig = checkpoint.gptq_config(
+    new_qconfig = qconfig_module.gptq_config(
         bits=bits, group_size=group_size, sym=sym, desc_act=bool(qconfig.get("desc_act", False)),
         damp_percent=float(qconfig.get("damp_percent", 0.0)), dynamic=dynamic, lm_head="lm_head" in quantized,
         meta=meta,
@@ -159,7 +160,7 @@ def _write(quantized: dict, tensors: dict, source: Path, out_dir: Path, qconfig:
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, q in quantized.items():
-        problem = checkpoint.gptq_layout_problem(name, q)
+        problem = checkpoint.layout_problem("gptq", name, q, q.group_size)
         if problem:
             raise OlivepressError(f"cannot write the GPTQ layout: {problem}")
         for suffix, tensor in pack_gptq(q).items():
