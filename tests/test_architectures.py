@@ -241,7 +241,7 @@ def test_awq_scale_groups_keep_the_float_model_exactly(family, tmp_path):
         generator = torch.Generator().manual_seed(0)
         sources = set()
         for layer in model.model.layers:
-            groups = scale_groups(layer)
+            groups = scale_groups(layer, BY_NAME[family])
             sources |= {group.prev for group in groups}
             modules = dict(layer.named_modules())
             scales = [GroupScale(g, torch.rand(modules[g.linears[0]].in_features, generator=generator) + 0.5)

@@ -101,9 +101,20 @@ def test_same_seed_gives_identical_files(algorithm, tiny_llama_dir, tmp_path):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
-def test_ragged_layers_get_a_smaller_group_in_the_gptq_layout_by_default(tiny_llama_dir, tmp_path):
-    # hidden 64 < group 128: the 64-wide inputs get groups of 64, down_proj (128 wide) keeps 128
-    folder = Path(_run(rtn, tiny_llama_dir, tmp_path / "out").path)
+def test_ragged_layers_get_one_smaller_group_in_the_awq_layout_by_default(tiny_llama_dir, tmp_path, caplog):
+    # hidden 64 < group 128: every layer gets groups of 64, so the checkpoint stays AutoAWQ
+    with caplog.at_level("INFO", logger="olivepress"):
+        folder = Path(_run(awq, tiny_llama_dir, tmp_path / "out", **CALIB).path)
+    qconfig = json.loads((folder / "config.json").read_text())["quantization_config"]
+    assert qconfig["quant_method"] == "awq" and qconfig["version"] == "gemm" and qconfig["group_size"] == 64
+    assert "group size 64 for every layer" in caplog.text
+    tensors = load_file(str(folder / "model.safetensors"))
+    assert tensors["model.layers.0.mlp.down_proj.scales"].shape[0] == 2  # 128 inputs in groups of 64
+
+
+def test_ragged_layers_keep_per_module_groups_in_the_gptq_layout(tiny_llama_dir, tmp_path):
+    # the GPTQ layout route: the 64-wide inputs get groups of 64, down_proj (128 wide) keeps 128
+    folder = Path(_run(rtn, tiny_llama_dir, tmp_path / "out", layout="gptq").path)
     qconfig = json.loads((folder / "config.json").read_text())["quantization_config"]
     assert qconfig["quant_method"] == "gptq" and qconfig["group_size"] == 128
     dynamic = qconfig["dynamic"]
