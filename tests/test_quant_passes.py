@@ -333,7 +333,7 @@ def test_ort_genai_builder_keeps_the_checkpoint_integers(tiny_llama_dir, tmp_pat
 @pytest.mark.slow
 def test_awq_on_smollm2_with_the_seed_defaults(embedded_model_dir, tmp_path):
     """The seed's `quantize --algorithm awq` on the default model: 576-wide inputs do not split
-    into groups of 128, so those layers get groups of 64 in the GPTQ layout."""
+    into groups of 128, so every layer gets groups of 64 and the checkpoint stays AutoAWQ."""
     from olivepress.data.calibration import heldout_text
     from olivepress.evaluate.perplexity import perplexity
     from olivepress.models.loading import load_tokenizer
@@ -341,7 +341,8 @@ def test_awq_on_smollm2_with_the_seed_defaults(embedded_model_dir, tmp_path):
     source = HfModel(path=str(embedded_model_dir))
     folder = Path(awq.run(source, awq.Config(), tmp_path / "awq", PassContext()).path)
     qconfig = json.loads((folder / "config.json").read_text())["quantization_config"]
-    assert qconfig["quant_method"] == "gptq" and qconfig["meta"]["algorithm"] == "awq"
+    assert qconfig["quant_method"] == "awq" and qconfig["group_size"] == 64
+    assert qconfig["meta"]["algorithm"] == "awq"
     fp32_bytes = sum(f.stat().st_size for f in Path(embedded_model_dir).glob("*.safetensors"))
     assert (folder / "model.safetensors").stat().st_size < 0.3 * fp32_bytes
 

@@ -25,6 +25,7 @@ class QuantPlan:
     layout: str  # "awq" or "gptq"
     layout_reason: str = ""
     notes: list[str] = field(default_factory=list)
+    group_size: int | None = None  # the AWQ layout's one group size, where it differs from the option's
 
 
 def plan_quantization(
@@ -89,7 +90,8 @@ def plan_quantization(
         lm_head.weight = nn.Parameter(lm_head.weight.detach().clone())
         model.config.tie_word_embeddings = False
     layout, reason = _choose_layout(dict(model.named_modules()), options, grids, layouts, layout_group_size)
-    return QuantPlan(grids, float_linears, layout, reason, sorted(set(notes)))
+    group_size = layout_group_size if layout == "awq" and layout_group_size != options.group_size else None
+    return QuantPlan(grids, float_linears, layout, reason, sorted(set(notes)), group_size)
 
 
 def _one_group_for_awq(options: QuantOptions, layouts: tuple[str, ...]) -> bool:
