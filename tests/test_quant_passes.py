@@ -101,9 +101,20 @@ def test_same_seed_gives_identical_files(algorithm, tiny_llama_dir, tmp_path):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
 
 
-def test_ragged_layers_get_a_smaller_group_in_the_gptq_layout_by_default(tiny_llama_dir, tmp_path):
-    # hidden 64 < group 128: the 64-wide inputs get groups of 64, down_proj (128 wide) keeps 128
-    folder = Path(_run(rtn, tiny_llama_dir, tmp_path / "out").path)
+def test_ragged_layers_get_one_smaller_group_in_the_awq_layout_by_default(tiny_llama_dir, tmp_path, caplog):
+    # hidden 64 < group 128: every layer gets groups of 64, so the checkpoint stays AutoAWQ
+    with caplog.at_level("INFO", logger="olivepress"):
+        folder = Path(_run(awq, tiny_llama_dir, tmp_path / "out", **CALIB).path)
+    qconfig = json.loads((folder / "config.json").read_text())["quantization_config"]
+    assert qconfig["quant_method"] == "awq" and qconfig["version"] == "gemm" and qconfig["group_size"] == 64
+    assert "group size 64 for every layer" in caplog.text
+    tensors = load_file(str(folder / "model.safetensors"))
+    assert tensors["model.layers.0.mlp.down_proj.scales"].shape[0] == 2  # 128 inputs in groups of 64
+
+
+def test_ragged_layers_keep_per_module_groups_in_the_gptq_layout(tiny_llama_dir, tmp_path):
+    # the GPTQ layout route: the 64-wide inputs get groups of 64, down_proj (128 wide) keeps 128
+    folder = Path(_run(rtn, tiny_llama_dir, tmp_path / "out", layout="gptq").path)
     qconfig = json.loads((folder / "config.json").read_text())["quantization_config"]
     assert qconfig["quant_method"] == "gptq" and qconfig["group_size"] == 128
     dynamic = qconfig["dynamic"]
@@ -322,7 +333,7 @@ def test_ort_genai_builder_keeps_the_checkpoint_integers(tiny_llama_dir, tmp_pat
 @pytest.mark.slow
 def test_awq_on_smollm2_with_the_seed_defaults(embedded_model_dir, tmp_path):
     """The seed's `quantize --algorithm awq` on the default model: 576-wide inputs do not split
-    into groups of 128, so those layers get groups of 64 in the GPTQ layout."""
+    into groups of 128, so every layer gets groups of 64 and the checkpoint stays AutoAWQ."""
     from olivepress.data.calibration import heldout_text
     from olivepress.evaluate.perplexity import perplexity
     from olivepress.models.loading import load_tokenizer
@@ -330,7 +341,8 @@ def test_awq_on_smollm2_with_the_seed_defaults(embedded_model_dir, tmp_path):
     source = HfModel(path=str(embedded_model_dir))
     folder = Path(awq.run(source, awq.Config(), tmp_path / "awq", PassContext()).path)
     qconfig = json.loads((folder / "config.json").read_text())["quantization_config"]
-    assert qconfig["quant_method"] == "gptq" and qconfig["meta"]["algorithm"] == "awq"
+    assert qconfig["quant_method"] == "awq" and qconfig["group_size"] == 64
+    assert qconfig["meta"]["algorithm"] == "awq"
     fp32_bytes = sum(f.stat().st_size for f in Path(embedded_model_dir).glob("*.safetensors"))
     assert (folder / "model.safetensors").stat().st_size < 0.3 * fp32_bytes
 

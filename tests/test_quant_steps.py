@@ -14,6 +14,7 @@ from torch import nn
 
 from olivepress.cpu import available_cores, torch_threads
 from olivepress.errors import OlivepressError
+from olivepress.models.families import family_of
 from olivepress.models.handles import HfModel
 from olivepress.models.loading import load_causal_lm
 from olivepress.quant import awq
@@ -24,6 +25,8 @@ from olivepress.quant.grid import Grid, quantize_weight
 from olivepress.quant.options import AwqOptions, QuantOptions
 from olivepress.quant.plan import plan_quantization
 from olivepress.quant.rtn import round_to_nearest
+
+LLAMA = family_of("llama")  # the tiny model's family: its AWQ scale groups
 
 
 def _first_layer(folder) -> tuple[nn.Module, LayerInputs, dict[str, Grid]]:
@@ -46,7 +49,7 @@ def test_awq_searches_return_data_and_applying_keeps_the_float_function(tiny_lla
     before = _weights(layer)
     options = AwqOptions()
 
-    scales = awq.search_scales(layer, xs, grids, options)
+    scales = awq.search_scales(layer, xs, grids, options, LLAMA)
     clips = awq.search_clips(modules, xs, grids, options)
     assert all(torch.equal(before[name], tensor) for name, tensor in layer.state_dict().items())
     # v_proj (2 KV heads) is narrower than o_proj's input, so o_proj has no scale group.
@@ -69,12 +72,12 @@ def test_awq_layer_step_is_search_apply_search_round(tiny_llama_dir):
     by_walk, inputs, grids = _first_layer(tiny_llama_dir)
     by_hand, _, _ = _first_layer(tiny_llama_dir)
     options = AwqOptions()
-    walked = awq.layer_quantizer(options)(by_walk, inputs, grids)
+    walked = awq.layer_quantizer(options, LLAMA)(by_walk, inputs, grids)
 
     modules = dict(by_hand.named_modules())
     capture = ["mlp.down_proj", "mlp.gate_proj", "self_attn.o_proj", "self_attn.q_proj"]
     _, xs = inputs.run(by_hand, capture=capture)
-    awq.apply_scales(modules, awq.search_scales(by_hand, xs, grids, options), xs)
+    awq.apply_scales(modules, awq.search_scales(by_hand, xs, grids, options, LLAMA), xs)
     shared = {"self_attn.k_proj": "self_attn.q_proj", "self_attn.v_proj": "self_attn.q_proj",
               "mlp.up_proj": "mlp.gate_proj"}
     input_of = {n: n for n in grids} | shared

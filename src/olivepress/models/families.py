@@ -16,8 +16,10 @@ Passes ask `family_of(config)` instead of keeping their own name lists.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from olivepress.errors import OlivepressError
@@ -216,6 +218,14 @@ def builder_family(config: Any) -> Family:
             "ONNX path (auto-opt without --use_ort_genai) or a newer onnxruntime-genai"
         )
     return family
+
+
+def folder_family(folder: Path) -> Family:
+    """The family of the Hugging Face model in `folder` (its config.json)."""
+    config_file = Path(folder) / "config.json"
+    if not config_file.is_file():
+        raise OlivepressError(f"{folder} has no config.json, so its architecture is unknown")
+    return family_of(json.loads(config_file.read_text()))
 
 
 def attention_heads(config: dict[str, Any]) -> tuple[int, int]:

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from olivepress.models.families import family_of
 from olivepress.quant.clip import group_gram, search_clip
 from olivepress.quant.decoder import final_norm
 from olivepress.quant.grid import Grid, QuantizedWeight, fake_quantize, grouped_columns
@@ -44,6 +43,7 @@ from olivepress.quant.rtn import round_to_nearest
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
+    from olivepress.models.families import Family
     from olivepress.quant.activations import LayerInputs
     from olivepress.quant.calibration import HeadQuantizer, LayerQuantizer
     from olivepress.quant.options import AwqOptions, ScaleSearchOptions
@@ -74,10 +74,9 @@ class GroupScale:
 # --- which layers share a scale -------------------------------------------------------------
 
 
-def scale_groups(layer: nn.Module) -> list[ScaleGroup]:
-    """AWQ's groups for one decoder layer, from its family (models/families.py): each group the
-    family lists whose source can absorb a scale here."""
-    family = family_of(_layer_config(layer))
+def scale_groups(layer: nn.Module, family: Family) -> list[ScaleGroup]:
+    """AWQ's groups for one decoder layer of a `family` (models/families.py, which the pass
+    finds from the model's config): each group it lists whose source can absorb a scale here."""
     m = dict(layer.named_modules())
     groups = []
     for spec in family.scale_groups:
@@ -86,11 +85,6 @@ def scale_groups(layer: nn.Module) -> list[ScaleGroup]:
             offset = 0.0 if isinstance(m[spec.source], nn.Linear) else family.norm_offset
             groups.append(ScaleGroup(spec.source, list(spec.linears), offset))
     return groups
-
-
-def _layer_config(layer: nn.Module) -> object:
-    """The model config a decoder layer (or its attention) keeps, which names its family."""
-    return getattr(layer, "config", None) or getattr(getattr(layer, "self_attn", None), "config", None)
 
 
 def can_absorb(prev: nn.Module, channels: int, fused_parts: int = 1) -> bool:
@@ -147,14 +141,15 @@ def _relative_weight_mean(weights: list[torch.Tensor], grids: list[Grid]) -> tor
 
 
 def search_scales(
-    layer: nn.Module, xs: dict[str, torch.Tensor], grids: dict[str, Grid], options: ScaleSearchOptions
+    layer: nn.Module, xs: dict[str, torch.Tensor], grids: dict[str, Grid], options: ScaleSearchOptions,
+    family: Family,
 ) -> list[GroupScale]:
     """Every group's scale for one decoder layer, searched on its float weights; the model is
     not changed. `xs` holds the captured inputs [tokens, in] by Linear name, at least one per
     group that has a Linear in `grids`."""
     modules = dict(layer.named_modules())
     scales = []
-    for group in scale_groups(layer):
+    for group in scale_groups(layer, family):
         quantized = [n for n in group.linears if n in grids]
         if not quantized:
             continue
@@ -193,19 +188,22 @@ def apply_scales(
 
 
 def scale_layer(
-    layer: nn.Module, xs: dict[str, torch.Tensor], grids: dict[str, Grid], options: ScaleSearchOptions
+    layer: nn.Module, xs: dict[str, torch.Tensor], grids: dict[str, Grid], options: ScaleSearchOptions,
+    family: Family,
 ) -> None:
     """Step 1 on one decoder layer: search every group's scale, then apply them all."""
-    apply_scales(dict(layer.named_modules()), search_scales(layer, xs, grids, options), xs)
+    apply_scales(dict(layer.named_modules()), search_scales(layer, xs, grids, options, family), xs)
 
 
-def scale_head(lm: PreTrainedModel, x: torch.Tensor, grid: Grid, options: ScaleSearchOptions) -> torch.Tensor:
+def scale_head(
+    lm: PreTrainedModel, x: torch.Tensor, grid: Grid, options: ScaleSearchOptions, family: Family
+) -> torch.Tensor:
     """Step 1 for lm_head: fold its scale into the final norm where it can; lm_head's scaled inputs."""
     head, norm = lm.get_output_embeddings(), final_norm(lm)
     if not can_absorb(norm, head.in_features):
         return x
     s = search_scale([head.weight.detach().float()], [grid], x, options)
-    group = ScaleGroup("norm", ["lm_head"], family_of(lm.config).norm_offset)
+    group = ScaleGroup("norm", ["lm_head"], family.norm_offset)
     apply_scales({"norm": norm, "lm_head": head}, [GroupScale(group, s)], {})
     return x / s
 
@@ -242,27 +240,27 @@ def search_clips(
 # --- the steps for the layer walk (quant/calibration.py) -----------------------------------
 
 
-def layer_quantizer(options: AwqOptions) -> LayerQuantizer:
+def layer_quantizer(options: AwqOptions, family: Family) -> LayerQuantizer:
     def quantize_layer(
         layer: nn.Module, inputs: LayerInputs, grids: dict[str, Grid]
     ) -> dict[str, QuantizedWeight]:
         modules = dict(layer.named_modules())
         # One captured input per distinct input: the first Linear of a group stands for all.
         input_of = {name: name for name in grids}
-        for group in scale_groups(layer):
+        for group in scale_groups(layer, family):
             if any(n in grids for n in group.linears):
                 input_of.update(dict.fromkeys(group.linears, group.linears[0]))
         _, xs = inputs.run(layer, capture=sorted(set(input_of.values())))
-        apply_scales(modules, search_scales(layer, xs, grids, options), xs)
+        apply_scales(modules, search_scales(layer, xs, grids, options, family), xs)
         return round_to_nearest(modules, grids, search_clips(modules, xs, grids, options, input_of))
 
     return quantize_layer
 
 
-def head_quantizer(options: AwqOptions) -> HeadQuantizer:
+def head_quantizer(options: AwqOptions, family: Family) -> HeadQuantizer:
     def quantize_head(lm: PreTrainedModel, x: torch.Tensor, grid: Grid) -> QuantizedWeight:
         modules = {"lm_head": lm.get_output_embeddings()}
-        x = scale_head(lm, x, grid, options)
+        x = scale_head(lm, x, grid, options, family)
         clips = search_clips(modules, {"lm_head": x}, {"lm_head": grid}, options)
         return round_to_nearest(modules, {"lm_head": grid}, clips)["lm_head"]
 

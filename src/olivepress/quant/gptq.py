@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedModel
 
+    from olivepress.models.families import Family
     from olivepress.quant.activations import LayerInputs
     from olivepress.quant.calibration import HeadQuantizer, LayerQuantizer
     from olivepress.quant.options import GptqOptions
@@ -138,14 +139,15 @@ def _rows(q: QuantizedWeight, rows: slice) -> QuantizedWeight:
                            q.g_idx.clone(), q.bits, q.group_size)
 
 
-def layer_quantizer(options: GptqOptions) -> LayerQuantizer:
+def layer_quantizer(options: GptqOptions, family: Family | None) -> LayerQuantizer:
+    """`family` (models/families.py) names the layers act_scale's AWQ scales fold into."""
     def quantize_layer(
         layer: nn.Module, inputs: LayerInputs, grids: dict[str, Grid]
     ) -> dict[str, QuantizedWeight]:
         modules = dict(layer.named_modules())
         _, xs = inputs.run(layer, capture=list(grids))
         if options.act_scale:
-            scale_layer(layer, xs, grids, options)
+            scale_layer(layer, xs, grids, options, family)
         # Linear layers fed the same input (q/k/v, gate/up) share H, and GPTQ treats rows
         # independently given H: one sweep over their stacked rows quantizes them all.
         batches: dict[tuple[int, Grid], list[str]] = {}
@@ -168,11 +170,11 @@ def layer_quantizer(options: GptqOptions) -> LayerQuantizer:
     return quantize_layer
 
 
-def head_quantizer(options: GptqOptions) -> HeadQuantizer:
+def head_quantizer(options: GptqOptions, family: Family | None) -> HeadQuantizer:
     def quantize_head(lm: PreTrainedModel, x: torch.Tensor, grid: Grid) -> QuantizedWeight:
         head = lm.get_output_embeddings()
         if options.act_scale:
-            x = scale_head(lm, x, grid, options)
+            x = scale_head(lm, x, grid, options, family)
         q = gptq_quantize(head.weight, hessian(x), grid, **_sweep_options(options))
         with torch.no_grad():
             head.weight.copy_(q.dequantize())

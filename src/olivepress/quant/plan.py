@@ -3,7 +3,7 @@ checkpoint layout that can hold them all (AWQ when it can, else GPTQ)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from olivepress.errors import OlivepressError
@@ -24,6 +24,7 @@ class QuantPlan:
     layout: str  # "awq" or "gptq"
     layout_reason: str = ""
     notes: list[str] = field(default_factory=list)
+    group_size: int | None = None  # the AWQ layout's one group size, where it differs from the option's
 
 
 def plan_quantization(
@@ -74,15 +75,40 @@ def plan_quantization(
         raise OlivepressError(
             "no Linear layer is left to quantize; check modules_to_not_convert and overrides"
         )
+    layout_group_size = options.group_size
+    if notes and _one_group_for_awq(options, layouts):
+        # The AWQ layout holds one group size: the smallest of the fitting ones fits every layer
+        # (powers of two), so the checkpoint stays AutoAWQ rather than GPTQ with per-module groups.
+        layout_group_size = min(grid.group_size for grid in grids.values())
+        grids = {name: replace(grid, group_size=layout_group_size) for name, grid in grids.items()}
+        notes = [
+            f"group size {layout_group_size} for every layer, the largest that fits them all in the AWQ "
+            f"layout (one group size; {notes[0].split(':')[0]} is not a multiple of {options.group_size}); "
+            "layout gptq keeps the larger group where it fits"
+        ]
     if "lm_head" in grids and lm_head.weight is model.get_input_embeddings().weight:
         lm_head.weight = nn.Parameter(lm_head.weight.detach().clone())
         model.config.tie_word_embeddings = False
-    layout, reason = _choose_layout(dict(model.named_modules()), options, grids, layouts)
-    return QuantPlan(grids, float_linears, layout, reason, sorted(set(notes)))
+    layout, reason = _choose_layout(dict(model.named_modules()), options, grids, layouts, layout_group_size)
+    group_size = layout_group_size if layout == "awq" and layout_group_size != options.group_size else None
+    return QuantPlan(grids, float_linears, layout, reason, sorted(set(notes)), group_size)
+
+
+def _one_group_for_awq(options: QuantOptions, layouts: tuple[str, ...]) -> bool:
+    """Whether ragged layers should all take one smaller group so the AWQ layout can hold them:
+    the AWQ layout is wanted and allowed, and no override asks for a group size of its own."""
+    return (
+        options.ragged_groups == "smaller_group"
+        and options.bits == 4
+        and options.layout in ("auto", "awq")
+        and "awq" in layouts
+        and not any(override.group_size for override in options.overrides.values())
+    )
 
 
 def _choose_layout(
-    modules: dict[str, nn.Module], options: QuantOptions, grids: dict[str, Grid], layouts: tuple[str, ...]
+    modules: dict[str, nn.Module], options: QuantOptions, grids: dict[str, Grid], layouts: tuple[str, ...],
+    layout_group_size: int,
 ) -> tuple[str, str]:
     if options.layout not in ("auto", *layouts):
         raise OlivepressError(
@@ -90,7 +116,9 @@ def _choose_layout(
         )
     problem = ""
     if options.layout in ("auto", "awq") and "awq" in layouts:
-        problem = next(filter(None, (_awq_problem(n, g, modules[n], options) for n, g in grids.items())), "")
+        problem = next(
+            filter(None, (_awq_problem(n, g, modules[n], layout_group_size) for n, g in grids.items())), ""
+        )
         if not problem:
             return "awq", ""
         if options.layout == "awq":
@@ -111,10 +139,10 @@ def _choose_layout(
     return "gptq", problem
 
 
-def _awq_problem(name: str, grid: Grid, linear: nn.Module, options: QuantOptions) -> str | None:
+def _awq_problem(name: str, grid: Grid, linear: nn.Module, layout_group_size: int) -> str | None:
     return awq_problem(
         name, bits=grid.bits, group_size=grid.group_size, in_features=linear.in_features,
-        out_features=linear.out_features, layout_group_size=options.group_size,
+        out_features=linear.out_features, layout_group_size=layout_group_size,
     )
 
 

@@ -26,7 +26,8 @@ def quantization_config(
         # the user's name fragments, plus the exact names that overrides left float
         skipped = [n for n in plan.float_linears if not any(k in n for k in options.modules_to_not_convert)]
         return awq_config(
-            group_size=options.group_size, modules_to_not_convert=[*options.modules_to_not_convert, *skipped],
+            group_size=plan.group_size or options.group_size,
+            modules_to_not_convert=[*options.modules_to_not_convert, *skipped],
             meta=meta,
         )
     sym_of = {name: grid.sym for name, grid in plan.grids.items()}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from olivepress.models.families import folder_family
 from olivepress.models.handles import HfModel
 from olivepress.passes.base import PassConfig, PassContext
 from olivepress.passes.torch._quantizer import run_calibrated
@@ -24,8 +25,9 @@ class Config(AwqOptions, PassConfig):
 
 
 def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfModel:
+    family = folder_family(model.folder)  # which layers share a scale, and where it folds
     return run_calibrated(
         model, config, out_dir, ctx, algorithm="AWQ", layouts=("awq", "gptq"),
-        quantize_layer=awq.layer_quantizer(config), quantize_head=awq.head_quantizer(config),
+        quantize_layer=awq.layer_quantizer(config, family), quantize_head=awq.head_quantizer(config, family),
         meta={"n_grid": config.n_grid, "clip": config.clip},
     )

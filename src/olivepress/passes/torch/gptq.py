@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from olivepress.models.families import folder_family
 from olivepress.models.handles import HfModel
 from olivepress.passes.base import PassConfig, PassContext
 from olivepress.passes.torch._quantizer import run_calibrated
@@ -23,6 +24,7 @@ class Config(GptqOptions, PassConfig):
 
 
 def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfModel:
+    family = folder_family(model.folder) if config.act_scale else None  # where act_scale's scales fold
     if config.desc_act:
         ctx.log.warning(
             "GPTQ: desc_act writes a non-monotone g_idx; the ORT GenAI model builder passes it to "
@@ -31,7 +33,8 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfMo
         )
     return run_calibrated(
         model, config, out_dir, ctx, algorithm="GPTQ", layouts=("gptq",),
-        quantize_layer=gptq.layer_quantizer(config), quantize_head=gptq.head_quantizer(config),
+        quantize_layer=gptq.layer_quantizer(config, family),
+        quantize_head=gptq.head_quantizer(config, family),
         meta={"block_size": config.block_size, "diag_damp": config.diag_damp, "clip": config.clip,
               "act_scale": config.act_scale},
         desc_act=config.desc_act, damp_percent=config.damp_percent,
