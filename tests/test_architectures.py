@@ -35,7 +35,10 @@ PAIRS = [
 # Families whose exact build is measurably off PyTorch in fp32, but far less than a broken one.
 KNOWN_DEVIATIONS = {
     "gemma2": "the builder's Gemma-2 graph differs from PyTorch by up to a few 1e-3 in fp32 (largest at the "
-    "first position, with an adapter; Gemma and Gemma-3 match to 1e-3): found, not yet explained",
+    "first position, with an adapter; Gemma matches to 1e-3): found, not yet explained",
+    "gemma3": "against the hand-over check's reference (PyTorch given the weights the ONNX file holds), "
+    "Gemma-3's exact build is off by up to 2.5e-3 at single positions (mean 8e-5; it matched to 1e-3 "
+    "against the checkpoint as loaded): found, not yet explained",
 }
 # Longer than the tiny models' 8-token sliding windows, so windowed layers really slide.
 PROMPTS = ("What is the best thing to see in Chicago? The lakefront and the architecture of the city.",
