@@ -28,7 +28,11 @@ def write_result(name: str, payload: dict[str, Any]) -> Path:
     payload = {
         "benchmark": name,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(), "processor": platform.machine()},
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "processor": platform.machine(),
+        },
         **payload,
     }
     path.write_text(json.dumps(payload, indent=2))

@@ -37,10 +37,27 @@ def build(work: Path, precision: str) -> Path:
         return work / "onnx-ao"
     out = work / f"onnx-ao-{precision}"
     if not (out / ".olivepress-output").is_file():
-        olivepress("auto-opt", "--model_name_or_path", str(work / "ft" / "model"), "--adapter_path",
-                   str(work / "ft" / "adapter"), "--device", "cpu", "--provider", "CPUExecutionProvider",
-                   "--use_ort_genai", "--adapter_precision", precision, "--skip_check",
-                   "--output_path", str(out), "--cache_dir", str(work / "cache"), "--log_level", "3")
+        olivepress(
+            "auto-opt",
+            "--model_name_or_path",
+            str(work / "ft" / "model"),
+            "--adapter_path",
+            str(work / "ft" / "adapter"),
+            "--device",
+            "cpu",
+            "--provider",
+            "CPUExecutionProvider",
+            "--use_ort_genai",
+            "--adapter_precision",
+            precision,
+            "--skip_check",
+            "--output_path",
+            str(out),
+            "--cache_dir",
+            str(work / "cache"),
+            "--log_level",
+            "3",
+        )
     return out
 
 
@@ -66,7 +83,9 @@ def logits_and_loss(model, adapter: str, texts: list[str]):
 def main() -> None:
     import numpy as np
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reuse", type=Path, required=True, help="Work folder of the lab's outputs.")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,17 +110,42 @@ def main() -> None:
             "adapter_bytes": size,
             "mean_abs_dlogits": float(np.abs(logits - reference).mean()),
             "top1_changed": float((logits.argmax(1) != reference.argmax(1)).mean()),
-            "loss": loss, "loss_change": (loss - reference_loss) / reference_loss,
-            "decode_tok_s": statistics.median(speeds), "no_adapter_tok_s": statistics.median(no_adapter),
+            "loss": loss,
+            "loss_change": (loss - reference_loss) / reference_loss,
+            "decode_tok_s": statistics.median(speeds),
+            "no_adapter_tok_s": statistics.median(no_adapter),
         }
         r = results[precision]
-        rows.append([precision, size / 1e6, r["mean_abs_dlogits"], r["top1_changed"], loss,
-                     f"{100 * r['loss_change']:+.3f}%", r["decode_tok_s"], r["decode_tok_s"] / r["no_adapter_tok_s"]])
-    print_table(f"Lab adapter by storage precision ({SAMPLES} travel samples; base model loss {base_loss:.3f})",
-                ["precision", "MB", "mean |Δlogits| vs fp32", "top-1 changed", "loss", "Δ loss",
-                 "decode tok/s", "vs no adapter"], rows)
-    write_result("adapter_precision", {"samples": SAMPLES, "rounds": ROUNDS, "base_loss": base_loss,
-                                       "precisions": results})
+        rows.append(
+            [
+                precision,
+                size / 1e6,
+                r["mean_abs_dlogits"],
+                r["top1_changed"],
+                loss,
+                f"{100 * r['loss_change']:+.3f}%",
+                r["decode_tok_s"],
+                r["decode_tok_s"] / r["no_adapter_tok_s"],
+            ]
+        )
+    print_table(
+        f"Lab adapter by storage precision ({SAMPLES} travel samples; base model loss {base_loss:.3f})",
+        [
+            "precision",
+            "MB",
+            "mean |Δlogits| vs fp32",
+            "top-1 changed",
+            "loss",
+            "Δ loss",
+            "decode tok/s",
+            "vs no adapter",
+        ],
+        rows,
+    )
+    write_result(
+        "adapter_precision",
+        {"samples": SAMPLES, "rounds": ROUNDS, "base_loss": base_loss, "precisions": results},
+    )
 
 
 if __name__ == "__main__":

@@ -52,7 +52,9 @@ def olivepress(*args: str) -> float:
     """Run one olivepress command in a fresh process; its wall time in seconds."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "olivepress", *args], env=env, capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "olivepress", *args], env=env, capture_output=True, text=True, check=False
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"olivepress {args[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -62,20 +64,62 @@ def olivepress(*args: str) -> float:
 def run_lab(work: Path) -> dict[str, float]:
     """The seed lab's three commands; skips a step whose output is already there (--reuse)."""
     steps = {
-        "quantize": (work / "awq", [
-            "quantize", "--model_name_or_path", "default", "--trust_remote_code", "--algorithm", "awq",
-            "--output_path", str(work / "awq"), "--log_level", "1",
-        ]),
-        "finetune": (work / "ft", [
-            "finetune", "--method", "lora", "--model_name_or_path", str(work / "awq"),
-            "--data_files", str(TRAVEL), "--data_name", "json", "--text_template", TEMPLATE,
-            "--max_steps", "100", "--output_path", str(work / "ft"), "--log_level", "1",
-        ]),
-        "auto-opt": (work / "onnx-ao", [
-            "auto-opt", "--model_name_or_path", str(work / "ft" / "model"), "--adapter_path", str(work / "ft" / "adapter"),
-            "--device", "cpu", "--provider", "CPUExecutionProvider", "--use_ort_genai",
-            "--output_path", str(work / "onnx-ao"), "--log_level", "1",
-        ]),
+        "quantize": (
+            work / "awq",
+            [
+                "quantize",
+                "--model_name_or_path",
+                "default",
+                "--trust_remote_code",
+                "--algorithm",
+                "awq",
+                "--output_path",
+                str(work / "awq"),
+                "--log_level",
+                "1",
+            ],
+        ),
+        "finetune": (
+            work / "ft",
+            [
+                "finetune",
+                "--method",
+                "lora",
+                "--model_name_or_path",
+                str(work / "awq"),
+                "--data_files",
+                str(TRAVEL),
+                "--data_name",
+                "json",
+                "--text_template",
+                TEMPLATE,
+                "--max_steps",
+                "100",
+                "--output_path",
+                str(work / "ft"),
+                "--log_level",
+                "1",
+            ],
+        ),
+        "auto-opt": (
+            work / "onnx-ao",
+            [
+                "auto-opt",
+                "--model_name_or_path",
+                str(work / "ft" / "model"),
+                "--adapter_path",
+                str(work / "ft" / "adapter"),
+                "--device",
+                "cpu",
+                "--provider",
+                "CPUExecutionProvider",
+                "--use_ort_genai",
+                "--output_path",
+                str(work / "onnx-ao"),
+                "--log_level",
+                "1",
+            ],
+        ),
     }
     seconds = {}
     for name, (output, command) in steps.items():
@@ -88,8 +132,12 @@ def run_lab(work: Path) -> dict[str, float]:
 
 
 def run_app(work: Path) -> str:
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "app.py"), str(work / "onnx-ao")],
-                          capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "app.py"), str(work / "onnx-ao")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     if done.returncode != 0:
         raise SystemExit(f"examples/app.py failed:\n{done.stderr[-3000:]}")
     answer = done.stdout.split(APP_PROMPT, 1)[-1].strip()
@@ -101,9 +149,25 @@ def plain_builder(source: Path, out: Path) -> None:
     if (out / "genai_config.json").is_file():
         return
     done = subprocess.run(
-        [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(source), "-o", str(out), "-p", "int4",
-         "-e", "cpu", "-c", str(out.parent / "builder-cache")],
-        capture_output=True, text=True, check=False, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+        [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(source),
+            "-o",
+            str(out),
+            "-p",
+            "int4",
+            "-e",
+            "cpu",
+            "-c",
+            str(out.parent / "builder-cache"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, HF_HUB_OFFLINE="1"),
     )
     if done.returncode != 0:
         raise SystemExit(f"the plain builder failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
@@ -129,8 +193,22 @@ def small_adapter_build(work: Path) -> Path:
             if "lora_B" in name:
                 parameter.mul_(0.01)
     peft_model.save_pretrained(work / "qv-adapter")
-    olivepress("auto-opt", "-m", str(work / "ft" / "model"), "--adapter_path", str(work / "qv-adapter"), "--device", "cpu",
-               "--provider", "CPUExecutionProvider", "--use_ort_genai", "-o", str(out), "--cache_dir", str(work / "cache"))
+    olivepress(
+        "auto-opt",
+        "-m",
+        str(work / "ft" / "model"),
+        "--adapter_path",
+        str(work / "qv-adapter"),
+        "--device",
+        "cpu",
+        "--provider",
+        "CPUExecutionProvider",
+        "--use_ort_genai",
+        "-o",
+        str(out),
+        "--cache_dir",
+        str(work / "cache"),
+    )
     return out
 
 
@@ -152,7 +230,9 @@ print(next(int(line.split()[1]) for line in open("/proc/self/status") if line.st
 def peak_rss_mb(folder: Path) -> float:
     """Peak memory of a fresh process that loads the model (no adapter) and generates 10 tokens:
     pre-packed weights included, which the file sizes do not show."""
-    done = subprocess.run([sys.executable, "-c", _RSS_PROBE, str(folder)], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_PROBE, str(folder)], capture_output=True, text=True, check=True
+    )
     return float(done.stdout.split()[-1])
 
 
@@ -187,7 +267,9 @@ def decode_speeds(variants: dict[str, tuple[object, str | None]]) -> dict[str, d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reuse", type=Path, help="Work folder to keep (and reuse) the lab's outputs in.")
     args = parser.parse_args()
     if not TRAVEL.is_file():
@@ -205,7 +287,9 @@ def main() -> None:
 
         ours = GenAIModel(work / "onnx-ao")
         adapter = ours.adapter_names[0]
-        greedy = SearchOptions(max_new_tokens=100 - len(ours.tokenizer.encode(ours.format_prompt(APP_PROMPT))))
+        greedy = SearchOptions(
+            max_new_tokens=100 - len(ours.tokenizer.encode(ours.format_prompt(APP_PROMPT)))
+        )
         base_answer = ours.generate(APP_PROMPT, greedy, adapter=BASE).text.strip()
         adapter_answer = ours.generate(APP_PROMPT, greedy, adapter=adapter).text.strip()
         print(f"base model:             {base_answer}", flush=True)
@@ -216,40 +300,79 @@ def main() -> None:
         plain_builder(work / "awq" / "model", work / "plain-int4")
         plain = GenAIModel(work / "plain-int4")
         small = GenAIModel(small_adapter_build(work))
-        speeds = decode_speeds({
-            "adapter active": (ours, adapter), "no adapter": (ours, BASE), "plain builder int4": (plain, None),
-            "q/v adapter active": (small, small.adapter_names[0]), "q/v build, no adapter": (small, BASE),
-        })
-        memory = {"our model (LoRA switch)": peak_rss_mb(work / "onnx-ao" / "model"),
-                  "plain builder int4": peak_rss_mb(work / "plain-int4")}
+        speeds = decode_speeds(
+            {
+                "adapter active": (ours, adapter),
+                "no adapter": (ours, BASE),
+                "plain builder int4": (plain, None),
+                "q/v adapter active": (small, small.adapter_names[0]),
+                "q/v build, no adapter": (small, BASE),
+            }
+        )
+        memory = {
+            "our model (LoRA switch)": peak_rss_mb(work / "onnx-ao" / "model"),
+            "plain builder int4": peak_rss_mb(work / "plain-int4"),
+        }
 
-    with_adapter, without, plain_speed = (speeds[k]["median"] for k in ("adapter active", "no adapter", "plain builder int4"))
+    with_adapter, without, plain_speed = (
+        speeds[k]["median"] for k in ("adapter active", "no adapter", "plain builder int4")
+    )
     worst_mean = max(entry["mean_abs_diff"] for entry in parity["variants"])
     checks = [
         ["app.py prints a travel answer", len(app_answer.split()), len(app_answer.split()) >= 5],
         ["adapter answer differs from base", adapter_answer != base_answer, adapter_answer != base_answer],
         ["parity: worst mean |diff| vs PyTorch+PEFT", worst_mean, worst_mean <= MAX_MEAN_DIFF],
-        ["hand-over check (PyTorch on the same grid) passed", parity.get("passed"), bool(parity.get("passed"))],
+        [
+            "hand-over check (PyTorch on the same grid) passed",
+            parity.get("passed"),
+            bool(parity.get("passed")),
+        ],
         ["decode: adapter / no adapter", with_adapter / without, with_adapter / without >= MIN_ADAPTER_RATIO],
         ["decode: no adapter / plain builder", without / plain_speed, without >= plain_speed],
     ]
-    small_with, small_without = speeds["q/v adapter active"]["median"], speeds["q/v build, no adapter"]["median"]
-    smaller = [["q/v adapter / no adapter", small_with / small_without], ["q/v build no adapter / plain", small_without / plain_speed]]
+    small_with, small_without = (
+        speeds["q/v adapter active"]["median"],
+        speeds["q/v build, no adapter"]["median"],
+    )
+    smaller = [
+        ["q/v adapter / no adapter", small_with / small_without],
+        ["q/v build no adapter / plain", small_without / plain_speed],
+    ]
     print_table("Seed lab commands", ["step", "seconds"], [[k, v] for k, v in seconds.items()])
     print("auto-opt's check:", *parity.get("lines", [])[:1])
-    print_table("Parity with PyTorch+PEFT (auto-opt's check)", ["adapter", "max |diff|", "mean |diff|", "same top-1"],
-                [[r["adapter"], r["max_abs_diff"], r["mean_abs_diff"], r["top1_agreement"]] for r in parity["variants"]])
-    print_table(f"Decode tokens/s ({NEW_TOKENS} greedy tokens, median of {ROUNDS})", ["variant", "median", "rounds"],
-                [[k, v["median"], " ".join(f"{x:.1f}" for x in v["rounds"])] for k, v in speeds.items()])
+    print_table(
+        "Parity with PyTorch+PEFT (auto-opt's check)",
+        ["adapter", "max |diff|", "mean |diff|", "same top-1"],
+        [
+            [r["adapter"], r["max_abs_diff"], r["mean_abs_diff"], r["top1_agreement"]]
+            for r in parity["variants"]
+        ],
+    )
+    print_table(
+        f"Decode tokens/s ({NEW_TOKENS} greedy tokens, median of {ROUNDS})",
+        ["variant", "median", "rounds"],
+        [[k, v["median"], " ".join(f"{x:.1f}" for x in v["rounds"])] for k, v in speeds.items()],
+    )
     print_table("Targets", ["check", "value", "met"], checks)
     print_table("A smaller adapter (r16 on q_proj/v_proj), same base", ["ratio", "value"], smaller)
     print_table("Peak memory, load + 10 tokens (MB)", ["model", "MB"], [[k, v] for k, v in memory.items()])
-    write_result("auto_opt", {
-        "lab_seconds": seconds, "app_answer": app_answer, "base_answer": base_answer, "adapter_answer": adapter_answer,
-        "parity": parity, "decode": speeds, "new_tokens": NEW_TOKENS, "rounds": ROUNDS, "prompts": SPEED_PROMPTS,
-        "checks": [{"check": c, "value": v, "met": m} for c, v, m in checks],
-        "small_adapter": dict(smaller), "peak_rss_mb": memory,
-    })
+    write_result(
+        "auto_opt",
+        {
+            "lab_seconds": seconds,
+            "app_answer": app_answer,
+            "base_answer": base_answer,
+            "adapter_answer": adapter_answer,
+            "parity": parity,
+            "decode": speeds,
+            "new_tokens": NEW_TOKENS,
+            "rounds": ROUNDS,
+            "prompts": SPEED_PROMPTS,
+            "checks": [{"check": c, "value": v, "met": m} for c, v, m in checks],
+            "small_adapter": dict(smaller),
+            "peak_rss_mb": memory,
+        },
+    )
 
 
 if __name__ == "__main__":

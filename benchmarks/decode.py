@@ -52,7 +52,9 @@ def llama_python(given: Path | None) -> Path:
     if subprocess.run([str(python), "-c", "import llama_cpp"], capture_output=True).returncode != 0:
         print("building llama-cpp-python from source (about 5 minutes)...", flush=True)
         env = dict(os.environ, CMAKE_ARGS="-DGGML_NATIVE=ON")
-        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "llama-cpp-python"], env=env, check=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "--quiet", "llama-cpp-python"], env=env, check=True
+        )
     return python
 
 
@@ -61,8 +63,16 @@ class LlamaWorker:
 
     def __init__(self, python: Path, gguf: Path, threads: int, context: int):
         self.process = subprocess.Popen(
-            [str(python), str(Path(__file__).parent / "llama_worker.py"), str(gguf), str(threads), str(context)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            [
+                str(python),
+                str(Path(__file__).parent / "llama_worker.py"),
+                str(gguf),
+                str(threads),
+                str(context),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         self._read()  # {"ready": true} once the model is loaded
 
@@ -74,7 +84,9 @@ class LlamaWorker:
     def _read(self) -> dict:
         line = self.process.stdout.readline()
         if not line:
-            raise SystemExit("the llama.cpp worker stopped; run benchmarks/llama_worker.py by hand to see why")
+            raise SystemExit(
+                "the llama.cpp worker stopped; run benchmarks/llama_worker.py by hand to see why"
+            )
         return json.loads(line)
 
     def close(self) -> None:
@@ -117,22 +129,44 @@ def build_smollm2(work: Path) -> tuple[Path, dict[str, Path]]:
     for precision in ADAPTER_PRECISIONS[1:]:
         out = work / f"onnx-{precision}"
         if not (out / ".olivepress-output").is_file():
-            olivepress("auto-opt", "-m", str(work / "ft" / "model"), "--adapter_path", str(work / "ft" / "adapter"),
-                       "--adapter_precision", precision, "--use_ort_genai", "-o", str(out),
-                       "--cache_dir", str(work / "cache"))
+            olivepress(
+                "auto-opt",
+                "-m",
+                str(work / "ft" / "model"),
+                "--adapter_path",
+                str(work / "ft" / "adapter"),
+                "--adapter_precision",
+                precision,
+                "--use_ort_genai",
+                "-o",
+                str(out),
+                "--cache_dir",
+                str(work / "cache"),
+            )
         builds[precision] = out
     return embedded_gguf_file(), builds
 
 
 def build_qwen(work: Path) -> tuple[Path, dict[str, Path]]:
-    done = subprocess.run(["bash", str(FETCH), "qwen2.5-coder-0.5b-instruct"], capture_output=True, text=True,
-                          check=False)
+    done = subprocess.run(
+        ["bash", str(FETCH), "qwen2.5-coder-0.5b-instruct"], capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         raise SystemExit(f"could not fetch Qwen2.5-Coder-0.5B-Instruct:\n{done.stderr[-2000:]}")
     gguf = Path(done.stdout.strip().splitlines()[-1])
     gptq, built = work / "qwen-gptq", work / "qwen-onnx"
     if not (gptq / ".olivepress-output").is_file():
-        olivepress("quantize", "--algorithm", "gptq", "-m", str(gguf), "-o", str(gptq), "--cache_dir", str(work / "cache"))
+        olivepress(
+            "quantize",
+            "--algorithm",
+            "gptq",
+            "-m",
+            str(gguf),
+            "-o",
+            str(gptq),
+            "--cache_dir",
+            str(work / "cache"),
+        )
     if not (built / ".olivepress-output").is_file():
         olivepress("auto-opt", "-m", str(gptq), "-o", str(built), "--cache_dir", str(work / "cache"))
     return gguf, {"": built}
@@ -151,8 +185,13 @@ def measure_model(name: str, work: Path, python: Path, args: argparse.Namespace)
     prefill_ids = prefill_prompt(first.tokenizer, args.prefill_tokens)
     # label -> (model, adapter): no adapter on the first build, then each build's own adapter
     variants = {"olivepress, no adapter": (first, BASE if first.adapter_names else None)}
-    variants.update({f"olivepress, adapter {precision}": (model, model.adapter_names[0])
-                     for precision, model in models.items() if model.adapter_names})
+    variants.update(
+        {
+            f"olivepress, adapter {precision}": (model, model.adapter_names[0])
+            for precision, model in models.items()
+            if model.adapter_names
+        }
+    )
 
     llama = LlamaWorker(python, gguf, args.threads, len(prefill_ids) + args.new_tokens + 8)
     rows: dict[str, list[dict[str, float]]] = {"llama.cpp": [], **{v: [] for v in variants}}
@@ -174,21 +213,35 @@ def measure_model(name: str, work: Path, python: Path, args: argparse.Namespace)
         for label, speed in one_round():
             rows[label].append(speed)
         print(f"{name}: round {index + 1}/{args.rounds} done", flush=True)
-    memory = {"llama.cpp": llama.ask(peak_rss_mb=True)["peak_rss_mb"],
-              "olivepress": peak_rss_mb(next(iter(builds.values())) / "model")}
+    memory = {
+        "llama.cpp": llama.ask(peak_rss_mb=True)["peak_rss_mb"],
+        "olivepress": peak_rss_mb(next(iter(builds.values())) / "model"),
+    }
     llama.close()
 
     summary = {}
     for label, speeds in rows.items():
-        summary[label] = {key: statistics.median(s[key] for s in speeds) for key in ("decode_tok_s", "prefill_tok_s")}
+        summary[label] = {
+            key: statistics.median(s[key] for s in speeds) for key in ("decode_tok_s", "prefill_tok_s")
+        }
         summary[label]["rounds"] = speeds
-    return {"gguf": str(gguf), "builds": {k: str(v) for k, v in builds.items()}, "speeds": summary, "peak_rss_mb": memory,
-            "decode_prompt_tokens": len(decode_ids), "prefill_prompt_tokens": len(prefill_ids)}
+    return {
+        "gguf": str(gguf),
+        "builds": {k: str(v) for k, v in builds.items()},
+        "speeds": summary,
+        "peak_rss_mb": memory,
+        "decode_prompt_tokens": len(decode_ids),
+        "prefill_prompt_tokens": len(prefill_ids),
+    }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="smollm2,qwen2.5-0.5b", help="Comma-separated: " + ", ".join(BUILDERS))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models", default="smollm2,qwen2.5-0.5b", help="Comma-separated: " + ", ".join(BUILDERS)
+    )
     parser.add_argument("--llama-python", type=Path, help="A Python with llama-cpp-python installed.")
     parser.add_argument("--work", type=Path, help="Folder to keep (and reuse) the olivepress builds in.")
     parser.add_argument("--threads", type=int, default=2)
@@ -212,14 +265,29 @@ def main() -> None:
 
     for name, result in results.items():
         base = result["speeds"]["llama.cpp"]
-        rows = [[label, s["decode_tok_s"], s["decode_tok_s"] / base["decode_tok_s"], s["prefill_tok_s"],
-                 s["prefill_tok_s"] / base["prefill_tok_s"]] for label, s in result["speeds"].items()]
-        print_table(f"{name}: greedy, {args.new_tokens} new tokens, {result['prefill_prompt_tokens']}-token prefill, "
-                    f"{args.threads} threads, median of {args.rounds}",
-                    ["variant", "decode tok/s", "x llama.cpp", "prefill tok/s", "x llama.cpp"], rows)
-        print_table(f"{name}: peak memory (MB)", ["runtime", "MB"], list(map(list, result["peak_rss_mb"].items())))
-    write_result("decode", {"threads": args.threads, "rounds": args.rounds, "new_tokens": args.new_tokens,
-                            "models": results})
+        rows = [
+            [
+                label,
+                s["decode_tok_s"],
+                s["decode_tok_s"] / base["decode_tok_s"],
+                s["prefill_tok_s"],
+                s["prefill_tok_s"] / base["prefill_tok_s"],
+            ]
+            for label, s in result["speeds"].items()
+        ]
+        print_table(
+            f"{name}: greedy, {args.new_tokens} new tokens, {result['prefill_prompt_tokens']}-token prefill, "
+            f"{args.threads} threads, median of {args.rounds}",
+            ["variant", "decode tok/s", "x llama.cpp", "prefill tok/s", "x llama.cpp"],
+            rows,
+        )
+        print_table(
+            f"{name}: peak memory (MB)", ["runtime", "MB"], list(map(list, result["peak_rss_mb"].items()))
+        )
+    write_result(
+        "decode",
+        {"threads": args.threads, "rounds": args.rounds, "new_tokens": args.new_tokens, "models": results},
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,9 @@ from pathlib import Path
 from _common import print_table, write_result
 from olivepress.evaluate.accuracy import rouge_l  # noqa: E402
 
-TRAVEL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "travel" / "data_sample_travel.jsonl"
+TRAVEL = (
+    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "travel" / "data_sample_travel.jsonl"
+)
 PROMPT = "<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n"
 TEMPLATE = PROMPT + "{response}<|im_end|>"
 HELD_OUT = 0.1
@@ -75,9 +77,14 @@ def base_model(work: Path) -> tuple[str, str]:
     from olivepress.api import run
 
     result = run(
-        {"input_model": {"model_path": folder}, "passes": {"awq": {"type": "AWQ"}},
-         "output_dir": str(work / "awq"), "cache_dir": str(olivepress_home() / "benchmark-cache")},
-        summary=False, log_level=2,
+        {
+            "input_model": {"model_path": folder},
+            "passes": {"awq": {"type": "AWQ"}},
+            "output_dir": str(work / "awq"),
+            "cache_dir": str(olivepress_home() / "benchmark-cache"),
+        },
+        summary=False,
+        log_level=2,
     )
     return result.model.path, "SmolLM2-135M-Instruct, AWQ 4-bit (olivepress AWQ pass, default options)"
 
@@ -98,7 +105,8 @@ def train_olivepress(model_path: str, train_file: Path, work: Path) -> tuple[str
     from olivepress.api import run
 
     data = {
-        "name": "travel", "load_dataset_config": {"data_files": str(train_file)},
+        "name": "travel",
+        "load_dataset_config": {"data_files": str(train_file)},
         "pre_process_data_config": {"text_template": TEMPLATE, "corpus_strategy": "line-by-line"},
     }
     started = time.perf_counter()
@@ -106,13 +114,25 @@ def train_olivepress(model_path: str, train_file: Path, work: Path) -> tuple[str
         {
             "input_model": {"model_path": model_path},
             "data_configs": [data],
-            "passes": {"lora": {
-                "type": "LoRA", "train_data_config": "travel", "target_modules": TARGETS, **LORA,
-                "training_args": {"num_train_epochs": 1, "learning_rate": LEARNING_RATE, "seed": 0, "logging_steps": 5},
-            }},
-            "output_dir": str(work / "olivepress"), "cache_dir": str(work / "cache"),
+            "passes": {
+                "lora": {
+                    "type": "LoRA",
+                    "train_data_config": "travel",
+                    "target_modules": TARGETS,
+                    **LORA,
+                    "training_args": {
+                        "num_train_epochs": 1,
+                        "learning_rate": LEARNING_RATE,
+                        "seed": 0,
+                        "logging_steps": 5,
+                    },
+                }
+            },
+            "output_dir": str(work / "olivepress"),
+            "cache_dir": str(work / "cache"),
         },
-        summary=False, log_level=1,
+        summary=False,
+        log_level=1,
     )
     end_to_end = time.perf_counter() - started
     adapter = Path(result.model.adapter_path)
@@ -135,14 +155,31 @@ def train_hf_trainer(model_path: str, train_records: list[dict], work: Path) -> 
     chunks = sequences(tokenizer, train_records, strategy="join", max_len=1024)
     dataset = [{key: torch.tensor(value) for key, value in chunk.items()} for chunk in chunks]
     torch.manual_seed(0)
-    model = get_peft_model(load_causal_lm(handle), LoraConfig(
-        r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"],
-        target_modules=TARGETS, task_type="CAUSAL_LM",
-    ))
+    model = get_peft_model(
+        load_causal_lm(handle),
+        LoraConfig(
+            r=LORA["lora_r"],
+            lora_alpha=LORA["lora_alpha"],
+            lora_dropout=LORA["lora_dropout"],
+            target_modules=TARGETS,
+            task_type="CAUSAL_LM",
+        ),
+    )
     args = TrainingArguments(
-        output_dir=str(work / "hf-trainer"), per_device_train_batch_size=1, gradient_accumulation_steps=1,
-        num_train_epochs=1, learning_rate=LEARNING_RATE, lr_scheduler_type="linear", bf16=True, use_cpu=True,
-        logging_steps=5, save_strategy="no", report_to=[], seed=0, dataloader_num_workers=0, disable_tqdm=True,
+        output_dir=str(work / "hf-trainer"),
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=1,
+        num_train_epochs=1,
+        learning_rate=LEARNING_RATE,
+        lr_scheduler_type="linear",
+        bf16=True,
+        use_cpu=True,
+        logging_steps=5,
+        save_strategy="no",
+        report_to=[],
+        seed=0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
     )
     trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=default_data_collator)
     started = time.perf_counter()
@@ -184,12 +221,17 @@ def greedy_answers(model, tokenizer, prompts: list[str]) -> list[str]:
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     answers = []
     for start in range(0, len(prompts), 8):
-        texts = [PROMPT.format(prompt=p) for p in prompts[start:start + 8]]
+        texts = [PROMPT.format(prompt=p) for p in prompts[start : start + 8]]
         batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=MAX_NEW_TOKENS, do_sample=False, eos_token_id=end,
-                                 pad_token_id=tokenizer.pad_token_id)
-        for row in out[:, batch["input_ids"].shape[1]:]:
+            out = model.generate(
+                **batch,
+                max_new_tokens=MAX_NEW_TOKENS,
+                do_sample=False,
+                eos_token_id=end,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        for row in out[:, batch["input_ids"].shape[1] :]:
             answers.append(tokenizer.decode(row, skip_special_tokens=True).strip())
     return answers
 
@@ -206,7 +248,10 @@ def quality(model_path: str, adapter: str | None, tokenizer, held_out: list[dict
     return {
         "eval_loss": loss,
         "rouge_l": sum(scores) / len(scores),
-        "examples": [{"prompt": r["prompt"], "answer": a, "reference": r["response"]} for r, a in list(zip(held_out, answers, strict=True))[:3]],
+        "examples": [
+            {"prompt": r["prompt"], "answer": a, "reference": r["response"]}
+            for r, a in list(zip(held_out, answers, strict=True))[:3]
+        ],
     }
 
 
@@ -229,13 +274,23 @@ def ablation(model_path: str, train_records: list[dict], steps: int = 2) -> list
     handle = HfModel(path=model_path)
     tokenizer = load_tokenizer(handle)
     torch.manual_seed(0)
-    model = get_peft_model(load_causal_lm(handle), LoraConfig(
-        r=LORA["lora_r"], lora_alpha=LORA["lora_alpha"], lora_dropout=LORA["lora_dropout"], target_modules=TARGETS,
-    ))
+    model = get_peft_model(
+        load_causal_lm(handle),
+        LoraConfig(
+            r=LORA["lora_r"],
+            lora_alpha=LORA["lora_alpha"],
+            lora_dropout=LORA["lora_dropout"],
+            target_modules=TARGETS,
+        ),
+    )
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE)
-    chunk = collate(sequences(tokenizer, train_records, strategy="join", max_len=1024)[:1], pad_token_id(tokenizer))
-    bucketed = epoch_batches(sequences(tokenizer, train_records), 8, seed=0, pad_id=pad_token_id(tokenizer))[:steps + 1]
+    chunk = collate(
+        sequences(tokenizer, train_records, strategy="join", max_len=1024)[:1], pad_token_id(tokenizer)
+    )
+    bucketed = epoch_batches(sequences(tokenizer, train_records), 8, seed=0, pad_id=pad_token_id(tokenizer))[
+        : steps + 1
+    ]
 
     def hf_style(batch):  # the model's own forward: logits at every position
         return model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, labels=batch.labels).loss
@@ -244,7 +299,13 @@ def ablation(model_path: str, train_records: list[dict], steps: int = 2) -> list
         return summed_loss(model, batch) / batch.num_targets
 
     settings = [
-        ("1024-token chunk, bf16 autocast, all cores (Olive default)", [chunk] * (steps + 1), hf_style, torch.bfloat16, THREADS),
+        (
+            "1024-token chunk, bf16 autocast, all cores (Olive default)",
+            [chunk] * (steps + 1),
+            hf_style,
+            torch.bfloat16,
+            THREADS,
+        ),
         ("1024-token chunk, bf16 autocast, 1 thread", [chunk] * (steps + 1), hf_style, torch.bfloat16, 1),
         ("1024-token chunk, fp32, all cores", [chunk] * (steps + 1), hf_style, None, THREADS),
         ("1024-token chunk, fp32, 1 thread", [chunk] * (steps + 1), hf_style, None, 1),
@@ -276,32 +337,53 @@ def processes_comparison(train_file: Path, work: Path, steps: int) -> dict:
     from olivepress.models.default import embedded_model_folder
 
     data = {
-        "name": "travel", "load_dataset_config": {"data_files": str(train_file)},
+        "name": "travel",
+        "load_dataset_config": {"data_files": str(train_file)},
         "pre_process_data_config": {"text_template": TEMPLATE, "source_max_len": 256},
     }
     runs = {}
     for processes in (1, 2):
         options = {
-            "type": "LoRA", "train_data_config": "travel", "target_modules": TARGETS, **LORA, "lora_dropout": 0.0,
+            "type": "LoRA",
+            "train_data_config": "travel",
+            "target_modules": TARGETS,
+            **LORA,
+            "lora_dropout": 0.0,
             "num_processes": processes,
             # No full_determinism: the one-process run picks its threads as a user's run would
             # (all cores, or one where that measures faster on a busy machine).
-            "training_args": {"max_steps": steps, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
-                              "learning_rate": LEARNING_RATE, "seed": 0, "logging_steps": 1},
+            "training_args": {
+                "max_steps": steps,
+                "per_device_train_batch_size": 4,
+                "gradient_accumulation_steps": 2,
+                "learning_rate": LEARNING_RATE,
+                "seed": 0,
+                "logging_steps": 1,
+            },
         }
         started = time.perf_counter()
         result = run(
-            {"input_model": {"model_path": str(embedded_model_folder())}, "data_configs": [data],
-             "passes": {"lora": options}, "output_dir": str(work / f"p{processes}"),
-             "cache_dir": str(work / f"cache{processes}")},
-            summary=False, log_level=2,
+            {
+                "input_model": {"model_path": str(embedded_model_folder())},
+                "data_configs": [data],
+                "passes": {"lora": options},
+                "output_dir": str(work / f"p{processes}"),
+                "cache_dir": str(work / f"cache{processes}"),
+            },
+            summary=False,
+            log_level=2,
         )
         wall = time.perf_counter() - started
-        log = [json.loads(line) for line in
-               (Path(result.model.adapter_path) / "training_log.jsonl").read_text().splitlines()]
+        log = [
+            json.loads(line)
+            for line in (Path(result.model.adapter_path) / "training_log.jsonl").read_text().splitlines()
+        ]
         runs[processes] = {
-            "wall_s": wall, "train_s": log[-1]["runtime_s"], "threads": log[-1]["threads"],
-            "precision": log[0]["precision"], "losses": [r["loss"] for r in log if r["event"] == "train"],
+            "wall_s": wall,
+            "train_s": log[-1]["runtime_s"],
+            "threads": log[-1]["threads"],
+            "precision": log[0]["precision"],
+            "losses": [r["loss"] for r in log if r["event"] == "train"],
             "sequences_per_process": log[-1].get("sequences_per_process"),
         }
     runs["max_loss_diff"] = max(abs(a - b) for a, b in zip(runs[1]["losses"], runs[2]["losses"], strict=True))
@@ -309,14 +391,26 @@ def processes_comparison(train_file: Path, work: Path, steps: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="A smoke run on 40 pairs (numbers mean nothing).")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="A smoke run on 40 pairs (numbers mean nothing)."
+    )
     parser.add_argument("--skip_baseline", action="store_true", help="Only olivepress (no HF Trainer run).")
-    parser.add_argument("--ablation_only", action="store_true",
-                        help="Only the per-step ablation, added to the existing results/finetune.json.")
-    parser.add_argument("--processes", action="store_true",
-                        help="Only num_processes 1 vs 2 on a few steps (results/finetune_processes.json).")
-    parser.add_argument("--steps", type=int, default=8, help="Optimizer steps of the --processes runs (default 8).")
+    parser.add_argument(
+        "--ablation_only",
+        action="store_true",
+        help="Only the per-step ablation, added to the existing results/finetune.json.",
+    )
+    parser.add_argument(
+        "--processes",
+        action="store_true",
+        help="Only num_processes 1 vs 2 on a few steps (results/finetune_processes.json).",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=8, help="Optimizer steps of the --processes runs (default 8)."
+    )
     options = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if not TRAVEL.is_file():
@@ -329,8 +423,17 @@ def main() -> None:
         print_table(
             f"LoRA on the float SmolLM2-135M, {options.steps} steps of 8 sequences ({runs[1]['precision']})",
             ["processes", "threads each", "wall s", "train s", "sequences per process", "final loss"],
-            [[n, runs[n]["threads"], runs[n]["wall_s"], runs[n]["train_s"], runs[n]["sequences_per_process"] or "-",
-              runs[n]["losses"][-1]] for n in (1, 2)],
+            [
+                [
+                    n,
+                    runs[n]["threads"],
+                    runs[n]["wall_s"],
+                    runs[n]["train_s"],
+                    runs[n]["sequences_per_process"] or "-",
+                    runs[n]["losses"][-1],
+                ]
+                for n in (1, 2)
+            ],
         )
         print(f"\nlargest loss difference over {options.steps} steps: {runs['max_loss_diff']:.2e}")
         write_result("finetune_processes", {"steps": options.steps, "global_batch": 8, "runs": runs})
@@ -356,21 +459,39 @@ def main() -> None:
             rows = ablation(model_path, train_records)
             path = RESULTS / "finetune.json"
             saved = json.loads(path.read_text()) if path.is_file() else {}
-            write_result("finetune", {k: v for k, v in saved.items() if k not in ("benchmark", "when", "machine")} | {"ablation": rows})
+            write_result(
+                "finetune",
+                {k: v for k, v in saved.items() if k not in ("benchmark", "when", "machine")}
+                | {"ablation": rows},
+            )
             return
-        print(f"model: {model_name}; {len(train_records)} training pairs, {len(held_out)} held out; {threads} threads", flush=True)
+        print(
+            f"model: {model_name}; {len(train_records)} training pairs, {len(held_out)} held out; "
+            f"{threads} threads",
+            flush=True,
+        )
 
         base = quality(model_path, None, tokenizer, held_out)
         ours_adapter, ours_s, ours_total_s, ours_end = train_olivepress(model_path, train_file, work)
         ours = quality(model_path, ours_adapter, tokenizer, held_out)
         rows = [
             ["base model", "-", "-", "-", "-", base["eval_loss"], base["rouge_l"]],
-            ["olivepress LoRA", ours_end["steps"], ours_end["train_tokens"], ours_s, ours_end["train_tokens"] / ours_s,
-             ours["eval_loss"], ours["rouge_l"]],
+            [
+                "olivepress LoRA",
+                ours_end["steps"],
+                ours_end["train_tokens"],
+                ours_s,
+                ours_end["train_tokens"] / ours_s,
+                ours["eval_loss"],
+                ours["rouge_l"],
+            ],
         ]
         payload = {
-            "model": model_name, "threads": threads, "cpu_native_bf16": cpu_has_native_bf16(),
-            "train_pairs": len(train_records), "held_out_pairs": len(held_out),
+            "model": model_name,
+            "threads": threads,
+            "cpu_native_bf16": cpu_has_native_bf16(),
+            "train_pairs": len(train_records),
+            "held_out_pairs": len(held_out),
             "lora": {**LORA, "target_modules": TARGETS, "learning_rate": LEARNING_RATE, "epochs": 1},
             "base": base,
             "olivepress": {**ours, "train_s": ours_s, "end_to_end_s": ours_total_s, "log_end": ours_end},
@@ -378,7 +499,17 @@ def main() -> None:
         if not options.skip_baseline:
             hf_adapter, hf_s, hf_steps, hf_tokens = train_hf_trainer(model_path, train_records, work)
             hf = quality(model_path, hf_adapter, tokenizer, held_out)
-            rows.append(["HF Trainer (Olive default)", hf_steps, hf_tokens, hf_s, hf_tokens / hf_s, hf["eval_loss"], hf["rouge_l"]])
+            rows.append(
+                [
+                    "HF Trainer (Olive default)",
+                    hf_steps,
+                    hf_tokens,
+                    hf_s,
+                    hf_tokens / hf_s,
+                    hf["eval_loss"],
+                    hf["rouge_l"],
+                ]
+            )
             payload["hf_trainer"] = {**hf, "train_s": hf_s, "steps": hf_steps, "tokens": hf_tokens}
             payload["speedup"] = hf_s / ours_s
             payload["eval_loss_no_worse"] = ours["eval_loss"] <= hf["eval_loss"]
@@ -393,10 +524,15 @@ def main() -> None:
     )
     if "speedup" in payload:
         verdict = "met" if payload["speedup"] >= 2 and payload["eval_loss_no_worse"] else "MISSED"
-        print(f"\nolivepress is {payload['speedup']:.2f}x faster than HF Trainer; eval loss "
-              f"{payload['olivepress']['eval_loss']:.4f} vs {payload['hf_trainer']['eval_loss']:.4f} (target {verdict})")
+        print(
+            f"\nolivepress is {payload['speedup']:.2f}x faster than HF Trainer; eval loss "
+            f"{payload['olivepress']['eval_loss']:.4f} vs {payload['hf_trainer']['eval_loss']:.4f} "
+            f"(target {verdict})"
+        )
     for example in ours["examples"][:2]:
-        print(f"\nQ: {example['prompt']}\nfine-tuned: {example['answer']}\nreference:  {example['reference']}")
+        print(
+            f"\nQ: {example['prompt']}\nfine-tuned: {example['answer']}\nreference:  {example['reference']}"
+        )
     if not options.quick:
         write_result("finetune", payload)
 

@@ -37,13 +37,22 @@ def measure(llm: Llama, prompt_tokens: list[int], new_tokens: int) -> dict[str, 
         llm.eval([token])
         token = int(np.argmax(llm.scores[llm.n_tokens - 1]))
     decode_seconds = time.perf_counter() - started
-    return {"prefill_tok_s": len(prompt_tokens) / prefill_seconds, "decode_tok_s": new_tokens / decode_seconds}
+    return {
+        "prefill_tok_s": len(prompt_tokens) / prefill_seconds,
+        "decode_tok_s": new_tokens / decode_seconds,
+    }
 
 
 def main() -> None:
     gguf, threads, context = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    llm = Llama(model_path=gguf, n_threads=threads, n_threads_batch=threads, n_ctx=context, n_batch=context,
-                verbose=False)
+    llm = Llama(
+        model_path=gguf,
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_ctx=context,
+        n_batch=context,
+        verbose=False,
+    )
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         request = json.loads(line)

@@ -71,7 +71,8 @@ def olivepress(*args: str) -> tuple[float, float]:
 def has_chat_template(folder: Path) -> bool:
     config = folder / "tokenizer_config.json"
     return (folder / "chat_template.jinja").is_file() or (
-        config.is_file() and "chat_template" in json.loads(config.read_text()))
+        config.is_file() and "chat_template" in json.loads(config.read_text())
+    )
 
 
 def run_lab(name: str, work: Path, max_steps: int) -> dict:
@@ -82,18 +83,48 @@ def run_lab(name: str, work: Path, max_steps: int) -> dict:
     for algorithm in ("rtn", "awq", "gptq"):
         out = work / algorithm
         steps[f"quantize {algorithm}"] = olivepress(
-            "quantize", "-m", source, "--algorithm", algorithm, "-o", str(out), *cache)
+            "quantize", "-m", source, "--algorithm", algorithm, "-o", str(out), *cache
+        )
         folders[algorithm] = out / "model"
     chat = has_chat_template(folders["awq"])
     data = ["--use_chat_template"] if chat else ["--text_template", PLAIN_TEMPLATE]
     steps["finetune lora"] = olivepress(
-        "finetune", "--method", "lora", "-m", str(folders["awq"]), "--data_files", str(TRAVEL), *data,
-        "--eval_split", "0.1", "--max_steps", str(max_steps), "-o", str(work / "ft"), *cache)
+        "finetune",
+        "--method",
+        "lora",
+        "-m",
+        str(folders["awq"]),
+        "--data_files",
+        str(TRAVEL),
+        *data,
+        "--eval_split",
+        "0.1",
+        "--max_steps",
+        str(max_steps),
+        "-o",
+        str(work / "ft"),
+        *cache,
+    )
     steps["auto-opt"] = olivepress(
-        "auto-opt", "-m", str(work / "ft" / "model"), "--adapter_path", str(work / "ft" / "adapter"),
-        "--use_ort_genai", "--device", "cpu", "-o", str(work / "onnx"), *cache)
-    return {"steps": steps, "folders": folders, "source": source, "adapter": work / "ft" / "adapter",
-            "onnx": work / "onnx" / "model"}
+        "auto-opt",
+        "-m",
+        str(work / "ft" / "model"),
+        "--adapter_path",
+        str(work / "ft" / "adapter"),
+        "--use_ort_genai",
+        "--device",
+        "cpu",
+        "-o",
+        str(work / "onnx"),
+        *cache,
+    )
+    return {
+        "steps": steps,
+        "folders": folders,
+        "source": source,
+        "adapter": work / "ft" / "adapter",
+        "onnx": work / "onnx" / "model",
+    }
 
 
 def eval_losses(adapter: Path) -> tuple[float | None, float | None]:
@@ -156,9 +187,13 @@ def folder_mb(folder: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="default,qwen2.5-coder-0.5b-instruct,gemma-3-270m",
-                        help="Comma-separated: default, or names fetch.sh knows.")
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--models",
+        default="default,qwen2.5-coder-0.5b-instruct,gemma-3-270m",
+        help="Comma-separated: default, or names fetch.sh knows.",
+    )
     parser.add_argument("--max_steps", type=int, default=100, help="Finetune steps (the seed's 100).")
     parser.add_argument("--work", type=Path, help="Folder to keep the outputs in (default: a temporary one).")
     args = parser.parse_args()
@@ -179,21 +214,48 @@ def main() -> None:
             before, after = eval_losses(lab["adapter"])
             results[name] = {
                 "steps": {step: {"seconds": s, "peak_mb": mb} for step, (s, mb) in lab["steps"].items()},
-                "perplexity": perplexities(lab), "eval_loss_before": before, "eval_loss_after": after,
-                "decode_tokens_per_s": decode_speed(lab["onnx"]), "onnx_mb": folder_mb(lab["onnx"]),
+                "perplexity": perplexities(lab),
+                "eval_loss_before": before,
+                "eval_loss_after": after,
+                "decode_tokens_per_s": decode_speed(lab["onnx"]),
+                "onnx_mb": folder_mb(lab["onnx"]),
             }
 
     step_names = list(next(iter(results.values()))["steps"])
-    print_table("Time (s) and peak memory (MB) per step", ["model", *step_names],
-                [[name, *(f"{r['steps'][s]['seconds']:.0f} s / {r['steps'][s]['peak_mb']:.0f} MB"
-                          for s in step_names)] for name, r in results.items()])
+    print_table(
+        "Time (s) and peak memory (MB) per step",
+        ["model", *step_names],
+        [
+            [
+                name,
+                *(
+                    f"{r['steps'][s]['seconds']:.0f} s / {r['steps'][s]['peak_mb']:.0f} MB"
+                    for s in step_names
+                ),
+            ]
+            for name, r in results.items()
+        ],
+    )
     ppl_names = list(next(iter(results.values()))["perplexity"])
-    print_table(f"Perplexity on held-out prose ({PPL_TOKENS} tokens, windows of {PPL_SEQ_LEN})",
-                ["model", *ppl_names], [[name, *r["perplexity"].values()] for name, r in results.items()])
-    print_table(f"Finetune ({args.max_steps} steps) and the ONNX model",
-                ["model", "eval loss before", "after", "decode tok/s adapter off", "on", "ONNX MB"],
-                [[name, r["eval_loss_before"], r["eval_loss_after"], *r["decode_tokens_per_s"].values(),
-                  r["onnx_mb"]] for name, r in results.items()])
+    print_table(
+        f"Perplexity on held-out prose ({PPL_TOKENS} tokens, windows of {PPL_SEQ_LEN})",
+        ["model", *ppl_names],
+        [[name, *r["perplexity"].values()] for name, r in results.items()],
+    )
+    print_table(
+        f"Finetune ({args.max_steps} steps) and the ONNX model",
+        ["model", "eval loss before", "after", "decode tok/s adapter off", "on", "ONNX MB"],
+        [
+            [
+                name,
+                r["eval_loss_before"],
+                r["eval_loss_after"],
+                *r["decode_tokens_per_s"].values(),
+                r["onnx_mb"],
+            ]
+            for name, r in results.items()
+        ],
+    )
     write_result("models", {"max_steps": args.max_steps, "models": results})
 
 

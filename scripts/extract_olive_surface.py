@@ -29,7 +29,10 @@ class Source:
 
     def text(self, path: str) -> str:
         return subprocess.run(
-            ["git", "-C", str(self.repo), "show", f"{self.commit}:{path}"], check=True, capture_output=True, text=True
+            ["git", "-C", str(self.repo), "show", f"{self.commit}:{path}"],
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
 
     def tree(self, path: str) -> ast.Module:
@@ -40,7 +43,9 @@ class Source:
     def files(self, under: str) -> list[str]:
         out = subprocess.run(
             ["git", "-C", str(self.repo), "ls-tree", "-r", "--name-only", self.commit, under],
-            check=True, capture_output=True, text=True,
+            check=True,
+            capture_output=True,
+            text=True,
         ).stdout
         return [line for line in out.splitlines() if line.endswith(".py")]
 
@@ -82,7 +87,11 @@ def registered_components(src: Source, path: str) -> dict[str, list[str]]:
             continue
         names = []
         for deco in node.decorator_list:
-            if isinstance(deco, ast.Call) and isinstance(deco.func, ast.Attribute) and deco.func.attr.startswith("register"):
+            if (
+                isinstance(deco, ast.Call)
+                and isinstance(deco.func, ast.Attribute)
+                and deco.func.attr.startswith("register")
+            ):
                 if deco.args and isinstance(deco.args[0], ast.Constant):
                     names.append(deco.args[0].value)
                 elif "default" not in deco.func.attr:
@@ -136,13 +145,23 @@ class PassIndex:
                             keys.append(key.value)
                         elif key is None:  # **helper() or **{...}
                             keys += self._keys_of_expr(value, class_name, depth)
-            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "update":
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "update"
+            ):
                 for arg in node.args:
                     keys += self._keys_of_expr(arg, class_name, depth)
             elif isinstance(node, ast.Assign):
                 for target in node.targets:
-                    is_param = isinstance(node.value, ast.Call) and "PassConfigParam" in ast.unparse(node.value.func)
-                    if is_param and isinstance(target, ast.Subscript) and isinstance(target.slice, ast.Constant):
+                    is_param = isinstance(node.value, ast.Call) and "PassConfigParam" in ast.unparse(
+                        node.value.func
+                    )
+                    if (
+                        is_param
+                        and isinstance(target, ast.Subscript)
+                        and isinstance(target.slice, ast.Constant)
+                    ):
                         keys.append(target.slice.value)
                 if isinstance(node.value, ast.Call):
                     keys += self._super_keys(node.value, class_name, depth)
@@ -173,11 +192,15 @@ class PassIndex:
     def _keys_of_expr(self, expr: ast.expr, class_name: str | None, depth: int) -> list[str]:
         if isinstance(expr, ast.Dict):
             return [k.value for k in expr.keys if isinstance(k, ast.Constant)] + [
-                key for k, v in zip(expr.keys, expr.values, strict=True) if k is None
+                key
+                for k, v in zip(expr.keys, expr.values, strict=True)
+                if k is None
                 for key in self._keys_of_expr(v, class_name, depth)
             ]
         if isinstance(expr, ast.IfExp):
-            return self._keys_of_expr(expr.body, class_name, depth) + self._keys_of_expr(expr.orelse, class_name, depth)
+            return self._keys_of_expr(expr.body, class_name, depth) + self._keys_of_expr(
+                expr.orelse, class_name, depth
+            )
         if isinstance(expr, ast.Call):
             super_keys = self._super_keys(expr, class_name, depth)
             if super_keys:
@@ -200,8 +223,11 @@ def extract(src: Source) -> dict:
             options = []
         passes[name] = {"module": spec["module_path"], "options": options}
     surgeons = sorted(
-        node.name for node in src.tree("olive/passes/onnx/graph_surgeries.py").body
-        if isinstance(node, ast.ClassDef) and node.bases and ast.unparse(node.bases[0]).endswith("Surgeon")
+        node.name
+        for node in src.tree("olive/passes/onnx/graph_surgeries.py").body
+        if isinstance(node, ast.ClassDef)
+        and node.bases
+        and ast.unparse(node.bases[0]).endswith("Surgeon")
         and node.name not in ("Surgeon", "ProtoSurgeon", "RewriteRuleSurgeon")
     )
     run_py = "olive/workflows/run/config.py"
@@ -214,15 +240,20 @@ def extract(src: Source) -> dict:
         "sections": {
             "run": class_fields(src, run_py, "RunConfig"),
             "engine": class_fields(src, "olive/engine/config.py", "EngineConfig")
-            + [f for f in class_fields(src, run_py, "RunEngineConfig")
-               if f not in class_fields(src, "olive/engine/config.py", "EngineConfig")],
+            + [
+                f
+                for f in class_fields(src, run_py, "RunEngineConfig")
+                if f not in class_fields(src, "olive/engine/config.py", "EngineConfig")
+            ],
             "pass_entry": ["type", "config", *class_fields(src, "olive/engine/config.py", "RunPassConfig")],
             "system": class_fields(src, systems_py, "SystemConfig"),
-            "system_config": sorted({
-                *class_fields(src, systems_py, "LocalTargetUserConfig"),
-                *class_fields(src, systems_py, "DockerTargetUserConfig"),
-                *class_fields(src, systems_py, "PythonEnvironmentTargetUserConfig"),
-            }),
+            "system_config": sorted(
+                {
+                    *class_fields(src, systems_py, "LocalTargetUserConfig"),
+                    *class_fields(src, systems_py, "DockerTargetUserConfig"),
+                    *class_fields(src, systems_py, "PythonEnvironmentTargetUserConfig"),
+                }
+            ),
             "accelerator": class_fields(src, "olive/systems/common.py", "AcceleratorConfig"),
             "data_config": class_fields(src, "olive/data/config.py", "DataConfig"),
             "load_dataset": registered_components(src, "olive/data/component/load_dataset.py"),

@@ -1,5 +1,7 @@
 """Write docs/olive-compat.md: every Olive pass and config key, and what olivepress does with it.
 
+Usage:
+
     python scripts/olive_compat_doc.py          # rewrite the doc
     python scripts/olive_compat_doc.py --check  # exit 1 when the doc is out of date
 """

@@ -8,5 +8,5 @@ bash scripts/setup.sh
 . .venv/bin/activate
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 
-ruff check src tests benchmarks
+ruff check src tests benchmarks scripts
 python -m pytest "$@"

@@ -74,9 +74,22 @@ def tiny_genai_build(tmp_path_factory, tiny_llama_dir, tiny_lora_dir) -> Path:
 
     out = tmp_path_factory.mktemp("genai") / "out"
     result = olivepress(
-        "auto-opt", "-m", str(tiny_llama_dir), "--adapter_path", str(tiny_lora_dir), "--device", "cpu",
-        "--provider", "CPUExecutionProvider", "--use_ort_genai", "--precision", "fp32", "-o", str(out),
-        "--cache_dir", str(out.parent / "cache"),
+        "auto-opt",
+        "-m",
+        str(tiny_llama_dir),
+        "--adapter_path",
+        str(tiny_lora_dir),
+        "--device",
+        "cpu",
+        "--provider",
+        "CPUExecutionProvider",
+        "--use_ort_genai",
+        "--precision",
+        "fp32",
+        "-o",
+        str(out),
+        "--cache_dir",
+        str(out.parent / "cache"),
     )
     assert result.returncode == 0, result.stderr
     return out

@@ -36,8 +36,11 @@ def builds(tmp_path_factory, tiny_llama_dir, tiny_lora_dir) -> dict[str, Path]:
             "input_model": model,
             "passes": {
                 "builder": builder,
-                "extract": {"type": "ExtractAdapters", "adapter_precision": precision,
-                            "adapter_block_size": 16},
+                "extract": {
+                    "type": "ExtractAdapters",
+                    "adapter_precision": precision,
+                    "adapter_block_size": 16,
+                },
             },
             "output_dir": str(root / precision),
             "cache_dir": str(root / "cache"),
@@ -77,7 +80,8 @@ def test_each_precision_loads_and_changes_outputs_like_the_fp32_adapter(builds, 
     folder, reference = builds[precision], builds["fp32"]
     stored = read_adapter_file(folder / "adapter_weights.onnx_adapter")
     assert sum(t.nbytes for t in stored.values()) < sum(
-        t.nbytes for t in read_adapter_file(reference / "adapter_weights.onnx_adapter").values())
+        t.nbytes for t in read_adapter_file(reference / "adapter_weights.onnx_adapter").values()
+    )
     expected, base = _logits(reference, "default"), _logits(reference, BASE)
     got = _logits(folder, "default")
     effect = np.abs(expected - base).mean()
@@ -108,8 +112,16 @@ def test_a_quantized_adapter_is_batched_exactly_as_ort_genai_runs_it(builds):
 
 def test_convert_adapters_writes_the_models_precision(builds, tiny_lora_dir, tmp_path):
     out = tmp_path / "again.onnx_adapter"
-    result = olivepress("convert-adapters", "--adapter_path", str(tiny_lora_dir), "-m", str(builds["int4"]),
-                        "-o", str(out), "--quantize_int4")
+    result = olivepress(
+        "convert-adapters",
+        "--adapter_path",
+        str(tiny_lora_dir),
+        "-m",
+        str(builds["int4"]),
+        "-o",
+        str(out),
+        "--quantize_int4",
+    )
     assert result.returncode == 0, result.stderr
     extracted = read_adapter_file(builds["int4"] / "adapter_weights.onnx_adapter")
     again = read_adapter_file(out)
@@ -117,8 +129,16 @@ def test_convert_adapters_writes_the_models_precision(builds, tiny_lora_dir, tmp
     assert all(np.array_equal(again[name], extracted[name]) for name in extracted)
     GenAIModel(builds["int4"], adapters={"again": out})
 
-    mismatch = olivepress("convert-adapters", "--adapter_path", str(tiny_lora_dir), "-m", str(builds["int8"]),
-                          "-o", str(tmp_path / "no.onnx_adapter"), "--quantize_int4")
+    mismatch = olivepress(
+        "convert-adapters",
+        "--adapter_path",
+        str(tiny_lora_dir),
+        "-m",
+        str(builds["int8"]),
+        "-o",
+        str(tmp_path / "no.onnx_adapter"),
+        "--quantize_int4",
+    )
     assert_one_line_error(mismatch, r"reads int8 adapters, not int4; convert with --adapter_precision int8")
     assert not (tmp_path / "no.onnx_adapter").exists()
 
@@ -126,8 +146,16 @@ def test_convert_adapters_writes_the_models_precision(builds, tiny_lora_dir, tmp
 def test_a_bad_precision_is_one_clear_error(tmp_path, tiny_llama_dir):
     with pytest.raises(OlivepressError, match="precision 'int3' is not one of fp32, fp16, int8, int4"):
         AdapterPrecision("int3")
-    result = olivepress("auto-opt", "-m", str(tiny_llama_dir), "--use_ort_genai",
-                        "--adapter_precision", "int3", "-o", str(tmp_path / "out"))
+    result = olivepress(
+        "auto-opt",
+        "-m",
+        str(tiny_llama_dir),
+        "--use_ort_genai",
+        "--adapter_precision",
+        "int3",
+        "-o",
+        str(tmp_path / "out"),
+    )
     assert_one_line_error(result, r"--adapter_precision: invalid choice: 'int3'")
 
 
@@ -138,4 +166,3 @@ def test_the_hand_over_check_compares_a_quantized_adapter_as_stored(builds, tiny
     report = check_parity(builds["int4"], HfModel(path=str(tiny_llama_dir)), {"default": tiny_lora_dir})
     assert report.passed, report.lines()
     assert all(variant.mean_abs_diff <= FP32_TOLERANCE for variant in report.variants)
-

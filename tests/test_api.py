@@ -26,10 +26,16 @@ def test_quantize_writes_a_checkpoint_with_calibration_data_given_as_a_dict(tmp_
     rows = [{"text": f"sample {i} of calibration text"} for i in range(8)]
     data = write_jsonl(tmp_path / "calib.jsonl", rows)
     result = api.quantize(
-        str(tiny_llama_dir), algorithm="rtn", group_size=32, output_path=tmp_path / "out",
-        modules_to_not_convert=["down_proj"], cache_dir=tmp_path / "cache", summary=False,
+        str(tiny_llama_dir),
+        algorithm="rtn",
+        group_size=32,
+        output_path=tmp_path / "out",
+        modules_to_not_convert=["down_proj"],
+        cache_dir=tmp_path / "cache",
+        summary=False,
         calibration_data={
-            "name": "calibration", "load_dataset_config": {"data_name": "json", "data_files": str(data)},
+            "name": "calibration",
+            "load_dataset_config": {"data_name": "json", "data_files": str(data)},
             "pre_process_data_config": {"text_field": "text"},
         },
     )
@@ -60,10 +66,16 @@ def test_finetune_takes_a_list_of_files_and_a_numeric_eval_split(tmp_path, tiny_
     first = write_jsonl(tmp_path / "a.jsonl", rows[:6])
     second = write_jsonl(tmp_path / "b.jsonl", rows[6:])
     result = api.finetune(
-        str(tiny_llama_dir), data_files=[first, second], text_template="{prompt} {response}", eval_split=4,
+        str(tiny_llama_dir),
+        data_files=[first, second],
+        text_template="{prompt} {response}",
+        eval_split=4,
         pass_options={"lora_r": 4, "target_modules": ["q_proj", "v_proj"]},
         training_args={"max_steps": 1, "per_device_train_batch_size": 2, "eval_steps": 1},
-        output_path=tmp_path / "ft", cache_dir=tmp_path / "cache", summary=False, log_level=3,
+        output_path=tmp_path / "ft",
+        cache_dir=tmp_path / "cache",
+        summary=False,
+        log_level=3,
     )
     adapter = Path(result.model.adapter_path)
     assert json.loads((adapter / "adapter_config.json").read_text())["r"] == 4
@@ -84,8 +96,12 @@ def test_auto_opt_plans_the_builder_path_with_the_check(tmp_path, tiny_llama_dir
     from olivepress.workflow.auto_opt import plan_auto_opt
 
     plan = plan_auto_opt(
-        str(tiny_llama_dir), adapter_path=tiny_lora_dir, adapter_name="travel", provider="cpu",
-        output_path=tmp_path / "out", cache_dir=tmp_path / "cache",
+        str(tiny_llama_dir),
+        adapter_path=tiny_lora_dir,
+        adapter_name="travel",
+        provider="cpu",
+        output_path=tmp_path / "out",
+        cache_dir=tmp_path / "cache",
     )
     passes = plan.config["passes"]
     assert [spec["type"] for spec in passes.values()] == ["ModelBuilder", "ExtractAdapters"]
@@ -102,7 +118,10 @@ def test_auto_opt_plans_the_generic_path_unverified_for_an_absent_provider(tmp_p
     from olivepress.workflow.auto_opt import plan_auto_opt
 
     plan = plan_auto_opt(
-        str(tiny_bert_dir), provider="qnn", precision="int8", output_path=tmp_path / "out",
+        str(tiny_bert_dir),
+        provider="qnn",
+        precision="int8",
+        output_path=tmp_path / "out",
         cache_dir=tmp_path / "cache",
     )
     passes = [spec["type"] for spec in plan.config["passes"].values()]
@@ -122,8 +141,13 @@ def test_auto_opt_then_convert_adapters(tmp_path, tiny_llama_dir, tiny_lora_dir)
     from olivepress.runtime.generate import GenAIModel
 
     result = api.auto_opt(
-        str(tiny_llama_dir), adapter_path=tiny_lora_dir, precision="fp32", output_path=tmp_path / "onnx",
-        cache_dir=tmp_path / "cache", summary=False, log_level=3,
+        str(tiny_llama_dir),
+        adapter_path=tiny_lora_dir,
+        precision="fp32",
+        output_path=tmp_path / "onnx",
+        cache_dir=tmp_path / "cache",
+        summary=False,
+        log_level=3,
     )
     check = result.footprint.checks[str(result.flows[0].output_dir)]
     variants = {variant["adapter"]: variant for variant in check["variants"]}
@@ -150,7 +174,9 @@ def _size_goal_config(model: Path, output_dir: Path, limit_mb: float) -> dict:
     metric = {"name": "size", "type": "size_on_disk", "sub_types": [{"name": "size_mb", "goal": goal}]}
     return {
         "input_model": {"type": "HfModel", "model_path": str(model)},
-        "evaluators": {"e": {"metrics": [metric]}}, "evaluator": "e", "output_dir": str(output_dir),
+        "evaluators": {"e": {"metrics": [metric]}},
+        "evaluator": "e",
+        "output_dir": str(output_dir),
     }
 
 
@@ -162,7 +188,8 @@ def test_evaluate_checks_threshold_goals_and_writes_the_metrics(tmp_path, tiny_l
     assert size == pytest.approx(sum(f.stat().st_size for f in files) / 1e6)
 
     too_big = api.evaluate(
-        _size_goal_config(tiny_llama_dir, tmp_path / "out", size / 2), output_path=tmp_path / "m.json",
+        _size_goal_config(tiny_llama_dir, tmp_path / "out", size / 2),
+        output_path=tmp_path / "m.json",
         summary=False,
     )
     assert not too_big.goals_met and too_big.goals["size.size_mb"].endswith("MISSED")
@@ -178,8 +205,11 @@ def test_evaluate_without_an_evaluator_says_so(tmp_path, tiny_llama_dir):
 def test_benchmark_takes_an_evaluator_config_and_records_the_settings(tmp_path, tiny_llama_dir):
     out = tmp_path / "bench.json"
     evaluation = api.benchmark(
-        str(tiny_llama_dir), evaluator={"metrics": [{"name": "size_on_disk", "type": "size_on_disk"}]},
-        output_path=out, settings={"asked": "size"}, summary=False,
+        str(tiny_llama_dir),
+        evaluator={"metrics": [{"name": "size_on_disk", "type": "size_on_disk"}]},
+        output_path=out,
+        settings={"asked": "size"},
+        summary=False,
     )
     written = json.loads(out.read_text())
     assert written["settings"] == {"asked": "size"}

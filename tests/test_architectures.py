@@ -41,8 +41,10 @@ KNOWN_DEVIATIONS = {
     "against the checkpoint as loaded): found, not yet explained",
 }
 # Longer than the tiny models' 8-token sliding windows, so windowed layers really slide.
-PROMPTS = ("What is the best thing to see in Chicago? The lakefront and the architecture of the city.",
-           "Travel light, book early, and carry a map.")
+PROMPTS = (
+    "What is the best thing to see in Chicago? The lakefront and the architecture of the city.",
+    "Travel light, book early, and carry a map.",
+)
 
 
 @dataclass
@@ -67,9 +69,16 @@ def _finetune(checkpoint: Path, tmp: Path) -> Path:
 
     data = tmp / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in PAIRS * 4))
-    finetune(str(checkpoint), data_files=str(data), output_path=tmp / "ft", cache_dir=tmp / "cache",
-             text_template="{prompt} {response}", summary=False, log_level=3,
-             training_args={"max_steps": 3, "learning_rate": 5e-2, "per_device_train_batch_size": 4})
+    finetune(
+        str(checkpoint),
+        data_files=str(data),
+        output_path=tmp / "ft",
+        cache_dir=tmp / "cache",
+        text_template="{prompt} {response}",
+        summary=False,
+        log_level=3,
+        training_args={"max_steps": 3, "learning_rate": 5e-2, "per_device_train_batch_size": 4},
+    )
     return tmp / "ft" / "adapter"
 
 
@@ -77,11 +86,24 @@ def _build(checkpoint: Path, adapter: Path, out: Path) -> Path:
     """The exact int4 build: the checkpoint's integers, float embeddings, fp32 MatMulNBits."""
     from olivepress.api import run
 
-    run({"input_model": {"model_path": str(checkpoint), "adapter_path": str(adapter)},
-         "passes": {"builder": {"type": "ModelBuilder", "precision": "int4", "int4_accuracy_level": 1,
-                                "quantize_embeddings": False},
-                    "extract": {"type": "ExtractAdapters", "adapter_name": "travel"}},
-         "output_dir": str(out), "cache_dir": str(out.parent / "cache")}, summary=False, log_level=3)
+    run(
+        {
+            "input_model": {"model_path": str(checkpoint), "adapter_path": str(adapter)},
+            "passes": {
+                "builder": {
+                    "type": "ModelBuilder",
+                    "precision": "int4",
+                    "int4_accuracy_level": 1,
+                    "quantize_embeddings": False,
+                },
+                "extract": {"type": "ExtractAdapters", "adapter_name": "travel"},
+            },
+            "output_dir": str(out),
+            "cache_dir": str(out.parent / "cache"),
+        },
+        summary=False,
+        log_level=3,
+    )
     return out / "model"
 
 
@@ -91,8 +113,9 @@ def lab(request, tmp_path_factory) -> Lab:
     base = save_tiny_decoder(tmp / "base", request.param)
     checkpoints = {name: _quantize(name, base, tmp / name) for name in QUANTIZERS}
     lab = Lab(request.param, base, checkpoints, _finetune(checkpoints["awq"], tmp))
-    lab.builds = {name: _build(path, lab.adapter, tmp / f"{name}-build")
-                  for name, path in checkpoints.items()}
+    lab.builds = {
+        name: _build(path, lab.adapter, tmp / f"{name}-build") for name, path in checkpoints.items()
+    }
     return lab
 
 
@@ -140,8 +163,13 @@ def test_matmulnbits_carry_the_checkpoints_integers(lab, algorithm):
 def test_exact_build_matches_pytorch_and_peft(lab, algorithm):
     from olivepress.evaluate.parity import check_parity
 
-    report = check_parity(lab.builds[algorithm], HfModel(path=str(lab.checkpoints[algorithm])),
-                          {"travel": lab.adapter}, prompts=PROMPTS, sample_tokens=2)
+    report = check_parity(
+        lab.builds[algorithm],
+        HfModel(path=str(lab.checkpoints[algorithm])),
+        {"travel": lab.adapter},
+        prompts=PROMPTS,
+        sample_tokens=2,
+    )
     worst = max(variant.max_abs_diff for variant in report.variants)
     assert all(variant.top1_agreement == 1.0 for variant in report.variants), report.lines()
     if lab.family in KNOWN_DEVIATIONS and worst >= 1e-3:
@@ -159,8 +187,10 @@ def test_generate_and_serve_with_the_adapter_off_and_on(lab):
     ids = model.tokenizer.encode(model.format_prompt(PROMPTS[0])).tolist()
     effect = np.abs(model.next_token_logits(ids, "travel") - model.next_token_logits(ids, "base")).max()
     assert effect > 1e-2, effect  # far above the 1e-3 parity bound: the adapter really acts
-    generated = {name: model.generate(PROMPTS[0], SearchOptions(max_new_tokens=6), adapter=name).text
-                 for name in ("base", "travel")}
+    generated = {
+        name: model.generate(PROMPTS[0], SearchOptions(max_new_tokens=6), adapter=name).text
+        for name in ("base", "travel")
+    }
 
     running = Running(model)  # olivepress serve's HTTP server, in a thread of this process
     try:
@@ -169,8 +199,9 @@ def test_generate_and_serve_with_the_adapter_off_and_on(lab):
         client = running.client()
         for served_id, adapter in (("tiny", "base"), ("travel", "travel")):
             messages = [{"role": "user", "content": PROMPTS[0]}]
-            reply = client.chat.completions.create(model=served_id, messages=messages, max_tokens=6,
-                                                   temperature=0)
+            reply = client.chat.completions.create(
+                model=served_id, messages=messages, max_tokens=6, temperature=0
+            )
             assert reply.choices[0].message.content == generated[adapter], adapter
     finally:
         running.stop()
@@ -184,19 +215,44 @@ def test_phi3_qlora_adapter_builds_and_acts(tmp_path):
     base = save_tiny_decoder(tmp_path / "phi3", "phi3")
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in PAIRS * 4))
-    finetune(str(base), data_files=str(data), output_path=tmp_path / "ft", method="qlora",
-             cache_dir=tmp_path / "c",
-             text_template="{prompt} {response}", summary=False, log_level=3,
-             training_args={"max_steps": 2, "learning_rate": 5e-2, "per_device_train_batch_size": 4})
+    finetune(
+        str(base),
+        data_files=str(data),
+        output_path=tmp_path / "ft",
+        method="qlora",
+        cache_dir=tmp_path / "c",
+        text_template="{prompt} {response}",
+        summary=False,
+        log_level=3,
+        training_args={"max_steps": 2, "learning_rate": 5e-2, "per_device_train_batch_size": 4},
+    )
     adapter = tmp_path / "ft" / "adapter"
     assert set(json.loads((adapter / "adapter_config.json").read_text())["target_modules"]) == {
-        "qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
-    run({"input_model": {"model_path": str(base), "adapter_path": str(adapter)},
-         "passes": {"builder": {"type": "ModelBuilder", "precision": "fp32"},
-                    "extract": {"type": "ExtractAdapters", "adapter_name": "travel"}},
-         "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "c")}, summary=False, log_level=3)
-    report = check_parity(tmp_path / "out" / "model", HfModel(path=str(base)), {"travel": adapter},
-                          prompts=PROMPTS, sample_tokens=2)
+        "qkv_proj",
+        "o_proj",
+        "gate_up_proj",
+        "down_proj",
+    }
+    run(
+        {
+            "input_model": {"model_path": str(base), "adapter_path": str(adapter)},
+            "passes": {
+                "builder": {"type": "ModelBuilder", "precision": "fp32"},
+                "extract": {"type": "ExtractAdapters", "adapter_name": "travel"},
+            },
+            "output_dir": str(tmp_path / "out"),
+            "cache_dir": str(tmp_path / "c"),
+        },
+        summary=False,
+        log_level=3,
+    )
+    report = check_parity(
+        tmp_path / "out" / "model",
+        HfModel(path=str(base)),
+        {"travel": adapter},
+        prompts=PROMPTS,
+        sample_tokens=2,
+    )
     assert all(v.max_abs_diff < 1e-3 for v in report.variants), report.lines()
     model = _genai(tmp_path / "out" / "model")
     ids = model.tokenizer.encode(PROMPTS[1]).tolist()
@@ -218,10 +274,12 @@ def test_gemma3_rope_parameters_are_flattened_for_the_builder():
 
     from olivepress.models.families import family_of
 
-    config = Gemma3TextConfig(rope_parameters={
-        "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
-        "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
-    })
+    config = Gemma3TextConfig(
+        rope_parameters={
+            "full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 1e4},
+        }
+    )
     family_of(config).adapt_builder_config(config)
     assert config.rope_parameters == {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6}
     assert config.rope_local_base_freq == 1e4
@@ -256,8 +314,10 @@ def test_awq_scale_groups_keep_the_float_model_exactly(family, tmp_path):
             groups = scale_groups(layer, BY_NAME[family])
             sources |= {group.prev for group in groups}
             modules = dict(layer.named_modules())
-            scales = [GroupScale(g, torch.rand(modules[g.linears[0]].in_features, generator=generator) + 0.5)
-                      for g in groups]
+            scales = [
+                GroupScale(g, torch.rand(modules[g.linears[0]].in_features, generator=generator) + 0.5)
+                for g in groups
+            ]
             apply_scales(modules, scales, {})
         after = model(ids).logits
     assert torch.allclose(before, after, atol=1e-4), (before - after).abs().max()

@@ -116,7 +116,11 @@ def test_the_row_gate_gives_each_row_its_own_adapters_ranks(model):
     r1, r2 = default[a_name].shape[1], second[a_name].shape[1]
 
     alone = mix.feed(["default", "default"])  # one adapter: its own tensors, every rank open
-    assert np.array_equal(alone[a_name], default[a_name]) and alone[GATE].shape == (2, 1, r1) and alone[GATE].all()
+    assert (
+        np.array_equal(alone[a_name], default[a_name])
+        and alone[GATE].shape == (2, 1, r1)
+        and alone[GATE].all()
+    )
 
     mixed = mix.feed([BASE, "second", "default"])  # adapters side by side, in name order
     assert np.array_equal(mixed[a_name], np.concatenate([default[a_name], second[a_name]], axis=1))

@@ -13,7 +13,14 @@ import pytest
 
 def olivepress(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "olivepress", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "olivepress", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, pattern: str) -> None:
@@ -59,9 +66,15 @@ def test_unknown_flag_suggests_the_right_one():
     ("config", "pattern"),
     [
         ({"passes": {"b": {"type": "Quantise"}}}, "unknown pass type 'Quantise'"),
-        ({"passes": {"b": {"type": "ModelBuilder", "precison": "int4"}}}, "unknown key 'precison' in passes.b .did you mean 'precision'"),
+        (
+            {"passes": {"b": {"type": "ModelBuilder", "precison": "int4"}}},
+            "unknown key 'precison' in passes.b .did you mean 'precision'",
+        ),
         ({"passes": {"b": {"type": "ModelBuilder", "precision": 4}}}, "passes.b.precision"),
-        ({"systems": {"aml": {"type": "AzureML", "config": {"aml_compute": "c"}}}}, "system 'aml' has type 'AzureML'.*LocalSystem"),
+        (
+            {"systems": {"aml": {"type": "AzureML", "config": {"aml_compute": "c"}}}},
+            "system 'aml' has type 'AzureML'.*LocalSystem",
+        ),
     ],
 )
 def test_bad_config_is_one_line(tmp_path, config, pattern):
@@ -69,7 +82,9 @@ def test_bad_config_is_one_line(tmp_path, config, pattern):
 
 
 def test_missing_config_file(tmp_path):
-    assert_one_line_error(olivepress("run", "--config", str(tmp_path / "nope.json")), "config file .*nope.json does not exist")
+    assert_one_line_error(
+        olivepress("run", "--config", str(tmp_path / "nope.json")), "config file .*nope.json does not exist"
+    )
 
 
 def test_invalid_json_names_the_line(tmp_path):
@@ -79,29 +94,52 @@ def test_invalid_json_names_the_line(tmp_path):
 
 
 def test_missing_model_path(tmp_path):
-    config = {"input_model": {"model_path": str(tmp_path / "no-such-model")}, "passes": {"b": {"type": "ModelBuilder"}},
-              "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "c")}
-    assert_one_line_error(olivepress("run", "--config", write(tmp_path, config)), "model path .*no-such-model does not exist")
+    config = {
+        "input_model": {"model_path": str(tmp_path / "no-such-model")},
+        "passes": {"b": {"type": "ModelBuilder"}},
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "c"),
+    }
+    assert_one_line_error(
+        olivepress("run", "--config", write(tmp_path, config)), "model path .*no-such-model does not exist"
+    )
     assert not (tmp_path / "out").exists()
 
 
 def test_folder_that_is_not_a_model(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "readme.txt").write_text("hello")
-    config = {"input_model": {"model_path": str(tmp_path / "notes")}, "passes": {"b": {"type": "ModelBuilder"}},
-              "output_dir": str(tmp_path / "out"), "cache_dir": str(tmp_path / "c")}
-    assert_one_line_error(olivepress("run", "--config", write(tmp_path, config)), "is not a model folder: it has no config.json")
+    config = {
+        "input_model": {"model_path": str(tmp_path / "notes")},
+        "passes": {"b": {"type": "ModelBuilder"}},
+        "output_dir": str(tmp_path / "out"),
+        "cache_dir": str(tmp_path / "c"),
+    }
+    assert_one_line_error(
+        olivepress("run", "--config", write(tmp_path, config)), "is not a model folder: it has no config.json"
+    )
 
 
 def test_unwritable_output_dir(tmp_path, tiny_llama_dir):
-    config = {"input_model": {"model_path": str(tiny_llama_dir)}, "passes": {"b": {"type": "ModelBuilder"}},
-              "output_dir": "/proc/olivepress-test/out", "cache_dir": str(tmp_path / "c")}
-    assert_one_line_error(olivepress("run", "--config", write(tmp_path, config)), "output_dir /proc/olivepress-test/out is not writable")
+    config = {
+        "input_model": {"model_path": str(tiny_llama_dir)},
+        "passes": {"b": {"type": "ModelBuilder"}},
+        "output_dir": "/proc/olivepress-test/out",
+        "cache_dir": str(tmp_path / "c"),
+    }
+    assert_one_line_error(
+        olivepress("run", "--config", write(tmp_path, config)),
+        "output_dir /proc/olivepress-test/out is not writable",
+    )
 
 
 def test_kebab_and_snake_flags_and_output_override(tmp_path, tiny_llama_dir):
-    config = {"input_model": {"model_path": str(tiny_llama_dir)}, "passes": {"b": {"type": "ModelBuilder", "precision": "fp32"}},
-              "output_dir": str(tmp_path / "unused"), "cache_dir": str(tmp_path / "c")}
+    config = {
+        "input_model": {"model_path": str(tiny_llama_dir)},
+        "passes": {"b": {"type": "ModelBuilder", "precision": "fp32"}},
+        "output_dir": str(tmp_path / "unused"),
+        "cache_dir": str(tmp_path / "c"),
+    }
     path = write(tmp_path, config)
     first = olivepress("run", "--config", path, "--output-path", str(tmp_path / "a"), "--log-level", "2")
     assert first.returncode == 0, first.stderr
@@ -114,8 +152,13 @@ def test_kebab_and_snake_flags_and_output_override(tmp_path, tiny_llama_dir):
 
 
 def test_generate_on_a_folder_that_is_not_genai(tmp_path):
-    assert_one_line_error(olivepress("generate", "-m", str(tmp_path), "-p", "hi"), "is not an ORT GenAI model")
+    assert_one_line_error(
+        olivepress("generate", "-m", str(tmp_path), "-p", "hi"), "is not an ORT GenAI model"
+    )
 
 
 def test_generate_rejects_zero_new_tokens(tmp_path):
-    assert_one_line_error(olivepress("generate", "-m", str(tmp_path), "-p", "hi", "--max_new_tokens", "0"), "max_new_tokens must be at least 1")
+    assert_one_line_error(
+        olivepress("generate", "-m", str(tmp_path), "-p", "hi", "--max_new_tokens", "0"),
+        "max_new_tokens must be at least 1",
+    )

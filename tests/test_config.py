@@ -71,7 +71,10 @@ def test_seed_engine_snippet_needs_its_system():
 
 
 def test_seed_engine_with_a_local_system_targets_its_provider():
-    raw = {**seed("engine.json"), "systems": {"aml": {"type": "LocalSystem", "config": {"accelerators": ["gpu"]}}}}
+    raw = {
+        **seed("engine.json"),
+        "systems": {"aml": {"type": "LocalSystem", "config": {"accelerators": ["gpu"]}}},
+    }
     workflow = load_workflow(raw)
     assert workflow.config.output_dir == "../model-cache/models/phi3-finetuned"
     assert workflow.config.log_severity_level == 0
@@ -84,7 +87,13 @@ def test_whole_seed_config_in_the_nested_shape(tmp_path):
         **seed("data_local.json"),
         **seed("passes_merge_builder.json"),
         "systems": {"local_system": {"type": "LocalSystem", "config": {"accelerators": [{"device": "cpu"}]}}},
-        "engine": {"search_strategy": False, "cache_dir": "cache", "output_dir": "out", "host": "local_system", "target": "local_system"},
+        "engine": {
+            "search_strategy": False,
+            "cache_dir": "cache",
+            "output_dir": "out",
+            "host": "local_system",
+            "target": "local_system",
+        },
     }
     path = tmp_path / "olive-config.json"
     path.write_text(json.dumps(raw))
@@ -101,8 +110,15 @@ def test_flat_shape_is_the_same_workflow_as_nested():
         "cache_dir": "cache",
     }
     nested = {
-        "input_model": {"type": "PyTorchModel", "config": {"hf_config": {"model_name": "m", "from_pretrained_args": {"trust_remote_code": False}}}},
-        "passes": {"builder": {"type": "ModelBuilder", "config": {"precision": "fp32", "int4_block_size": 64}}},
+        "input_model": {
+            "type": "PyTorchModel",
+            "config": {
+                "hf_config": {"model_name": "m", "from_pretrained_args": {"trust_remote_code": False}}
+            },
+        },
+        "passes": {
+            "builder": {"type": "ModelBuilder", "config": {"precision": "fp32", "int4_block_size": 64}}
+        },
         "engine": {"output_dir": "out", "cache_dir": "cache"},
     }
     a, b = load_workflow(flat), load_workflow(nested)
@@ -113,13 +129,19 @@ def test_flat_shape_is_the_same_workflow_as_nested():
 
 def test_yaml_config(tmp_path):
     path = tmp_path / "w.yaml"
-    path.write_text("input_model:\n  type: HfModel\n  model_path: m\npasses:\n  b:\n    type: ModelBuilder\n    precision: fp16\n")
+    path.write_text(
+        "input_model:\n  type: HfModel\n  model_path: m\npasses:\n  b:\n    type: ModelBuilder\n    "
+        "precision: fp16\n"
+    )
     assert load_workflow(path).flows[0][0].config.precision == "fp16"
 
 
 def test_pass_flows_choose_and_order_passes():
     raw = {
-        "passes": {"merge": {"type": "MergeAdapterWeights"}, "b32": {"type": "ModelBuilder", "precision": "fp32"}},
+        "passes": {
+            "merge": {"type": "MergeAdapterWeights"},
+            "b32": {"type": "ModelBuilder", "precision": "fp32"},
+        },
         "pass_flows": [["b32"], ["merge", "b32"]],
     }
     flows = load_workflow(raw).flows
@@ -129,16 +151,31 @@ def test_pass_flows_choose_and_order_passes():
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        ({"passes": {"b": {"type": "ModelBulder"}}}, "unknown pass type 'ModelBulder' \\(did you mean 'ModelBuilder'\\?\\)"),
+        (
+            {"passes": {"b": {"type": "ModelBulder"}}},
+            "unknown pass type 'ModelBulder' \\(did you mean 'ModelBuilder'\\?\\)",
+        ),
         ({"passes": {"b": {"precision": "int4"}}}, "pass 'b' has no 'type'"),
         ({"output_dri": "x"}, "unknown key 'output_dri' at the top level \\(did you mean 'output_dir'\\?\\)"),
-        ({"passes": {"b": {"type": "ModelBuilder", "precison": "int4"}}}, "unknown key 'precison' in passes.b \\(did you mean 'precision'\\?\\)"),
-        ({"input_model": {"type": "HfModel", "model_pth": "x"}}, "unknown key 'model_pth' in input_model \\(did you mean 'model_path'\\?\\)"),
-        ({"passes": {"b": {"type": "ModelBuilder", "precision": "int3"}}}, "passes.b.precision: Input should be"),
+        (
+            {"passes": {"b": {"type": "ModelBuilder", "precison": "int4"}}},
+            "unknown key 'precison' in passes.b \\(did you mean 'precision'\\?\\)",
+        ),
+        (
+            {"input_model": {"type": "HfModel", "model_pth": "x"}},
+            "unknown key 'model_pth' in input_model \\(did you mean 'model_path'\\?\\)",
+        ),
+        (
+            {"passes": {"b": {"type": "ModelBuilder", "precision": "int3"}}},
+            "passes.b.precision: Input should be",
+        ),
         ({"passes": {"b": {"type": "ModelBuilder", "int4_block_size": "big"}}}, "passes.b.int4_block_size"),
         ({"log_severity_level": "loud"}, "log_severity_level: Input should be a valid integer"),
         ({"pass_flows": [["nope"]]}, "pass_flows names pass 'nope'"),
-        ({"engine": {"output_dir": "a"}, "output_dir": "b"}, "'output_dir' is set both at the top level and in 'engine'"),
+        (
+            {"engine": {"output_dir": "a"}, "output_dir": "b"},
+            "'output_dir' is set both at the top level and in 'engine'",
+        ),
         ({"systems": {"d": {"type": "Docker"}}}, "system 'd' has type 'Docker'.*LocalSystem"),
     ],
 )

@@ -53,7 +53,11 @@ def test_seed_config_builds_int4_genai_model_that_speaks_english(tmp_path, embed
             "config": {"hf_config": {"model_name": "default", "task": "text-generation"}},
         },
         "passes": {"builder": {"type": "ModelBuilder", "config": {"precision": "int4"}}},
-        "engine": {"search_strategy": False, "cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / "out")},
+        "engine": {
+            "search_strategy": False,
+            "cache_dir": str(tmp_path / "cache"),
+            "output_dir": str(tmp_path / "out"),
+        },
     }
     result = run(config, summary=False)
     model_dir = tmp_path / "out" / "model"

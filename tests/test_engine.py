@@ -21,7 +21,11 @@ def workflow(tmp_path: Path, model: Path, adapter: Path | None = None, **builder
     if adapter is not None:
         passes = {"merge": {"type": "MergeAdapterWeights"}, **passes}
     return {
-        "input_model": {"type": "HfModel", "model_path": str(model), "adapter_path": str(adapter) if adapter else None},
+        "input_model": {
+            "type": "HfModel",
+            "model_path": str(model),
+            "adapter_path": str(adapter) if adapter else None,
+        },
         "passes": passes,
         "cache_dir": str(tmp_path / "cache"),
         "output_dir": str(tmp_path / "out"),
@@ -116,7 +120,9 @@ def test_merge_adapter_weights_matches_peft(tmp_path, tiny_llama_dir, tiny_lora_
     assert not (merged_dir / "adapter_config.json").exists()
     ids = torch.tensor([[1, 5, 9, 14, 27, 3]])
     with torch.no_grad():
-        reference = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tiny_lora_dir)(ids).logits
+        reference = PeftModel.from_pretrained(
+            AutoModelForCausalLM.from_pretrained(tiny_llama_dir), tiny_lora_dir
+        )(ids).logits
         base = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)(ids).logits
         merged = AutoModelForCausalLM.from_pretrained(merged_dir)(ids).logits
     assert torch.allclose(merged, reference, atol=1e-5)

@@ -38,12 +38,19 @@ def data_config(path: Path, **pre) -> dict:
 
 
 def workflow(model_dir: Path, data: Path, tmp: Path, pass_type: str = "LoRA", **options) -> dict:
-    training_args = {"max_steps": 8, "learning_rate": 1e-2, "logging_steps": 1, "per_device_train_batch_size": 4}
+    training_args = {
+        "max_steps": 8,
+        "learning_rate": 1e-2,
+        "logging_steps": 1,
+        "per_device_train_batch_size": 4,
+    }
     training_args.update(options.pop("training_args", {}))
     return {
         "input_model": {"model_path": str(model_dir)},
         "data_configs": [data_config(data)],
-        "passes": {"ft": {"type": pass_type, "train_data_config": "pairs", "training_args": training_args, **options}},
+        "passes": {
+            "ft": {"type": pass_type, "train_data_config": "pairs", "training_args": training_args, **options}
+        },
         "output_dir": str(tmp / "out"),
         "cache_dir": str(tmp / "cache"),
     }
@@ -78,12 +85,20 @@ def logits(model, text_ids):
         ("LoKr", {"lora_r": 4, "lora_alpha": 8}, 3e-2),
     ],
 )
-def test_each_method_trains_and_its_loss_falls(tiny_llama_dir, small_data, tmp_path, pass_type, options, learning_rate):
+def test_each_method_trains_and_its_loss_falls(
+    tiny_llama_dir, small_data, tmp_path, pass_type, options, learning_rate
+):
     args = {"learning_rate": learning_rate, "lr_scheduler_type": "constant"}
-    result = run(workflow(tiny_llama_dir, small_data, tmp_path, pass_type, training_args=args, **options), summary=False)
+    result = run(
+        workflow(tiny_llama_dir, small_data, tmp_path, pass_type, training_args=args, **options),
+        summary=False,
+    )
     adapter = Path(result.model.adapter_path)
     config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["peft_type"] == {"LoRA": "LORA", "QLoRA": "LORA", "DoRA": "LORA", "LoHa": "LOHA", "LoKr": "LOKR"}[pass_type]
+    assert (
+        config["peft_type"]
+        == {"LoRA": "LORA", "QLoRA": "LORA", "DoRA": "LORA", "LoHa": "LOHA", "LoKr": "LOKR"}[pass_type]
+    )
     assert config.get("use_dora", False) is (pass_type == "DoRA")
     losses = train_losses(adapter)
     assert len(losses) == 8
@@ -98,7 +113,9 @@ def test_output_layout_is_the_seed_labs(tiny_llama_dir, small_data, tmp_path):
     # model/ is the base the adapter trained on, unchanged; adapter/ a PEFT folder with the log.
     assert (out / "model" / "config.json").read_text() == (tiny_llama_dir / "config.json").read_text()
     assert (out / "model" / "tokenizer.json").is_file()
-    assert {"adapter_config.json", "adapter_model.safetensors", "training_log.jsonl"} <= {p.name for p in (out / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "training_log.jsonl"} <= {
+        p.name for p in (out / "adapter").iterdir()
+    }
     assert (out / "footprint.json").is_file()
     records = [json.loads(line) for line in (out / "adapter" / "training_log.jsonl").read_text().splitlines()]
     assert records[0]["event"] == "start" and records[-1]["event"] == "end"
@@ -161,7 +178,9 @@ def test_lora_then_merge_adapter_weights_gives_peft_logits(tiny_llama_dir, small
 
 
 def test_eval_split_gives_eval_loss_before_and_after(tiny_llama_dir, small_data, tmp_path):
-    config = workflow(tiny_llama_dir, small_data, tmp_path, eval_dataset_size=4, training_args={"eval_steps": 4})
+    config = workflow(
+        tiny_llama_dir, small_data, tmp_path, eval_dataset_size=4, training_args={"eval_steps": 4}
+    )
     adapter = Path(run(config, summary=False).model.adapter_path)
     records = [json.loads(line) for line in (adapter / "training_log.jsonl").read_text().splitlines()]
     evals = [(r["step"], r["eval_loss"]) for r in records if r["event"] == "eval"]
@@ -180,18 +199,29 @@ def test_seed_lora_snippet_plans_the_lora_pass(caplog):
     assert config.train_data_config == "dataset_default_train" and config.eval_dataset_size == 0.3
     args = config.training_args
     assert args.eval_strategy == "steps" and args.eval_steps == 187 and args.max_grad_norm == 0.3
-    assert (args.seed, args.data_seed, args.gradient_accumulation_steps, args.group_by_length) == (0, 42, 4, True)
+    assert (args.seed, args.data_seed, args.gradient_accumulation_steps, args.group_by_length) == (
+        0,
+        42,
+        4,
+        True,
+    )
 
 
 @pytest.mark.parametrize(
     ("options", "pattern"),
     [
-        ({"training_args": {"learning_rat": 1e-3}}, r"unknown key 'learning_rat' in passes.ft.training_args \(did you mean 'learning_rate'\?\)"),
+        (
+            {"training_args": {"learning_rat": 1e-3}},
+            r"unknown key 'learning_rat' in passes.ft.training_args \(did you mean 'learning_rate'\?\)",
+        ),
         ({"training_args": {"max_steps": 0}}, "max_steps is 0; give a positive number"),
         ({"training_args": {"optim": "adafactor"}}, "optim 'adafactor' is not supported"),
         ({"lora_rank": 8}, r"unknown key 'lora_rank' in passes.ft"),
         ({"r": 8, "lora_r": 4}, "'r' and 'lora_r' are the same option"),
-        ({"training_args": {"evaluation_strategy": "no", "eval_strategy": "steps"}}, "evaluation_strategy and eval_strategy"),
+        (
+            {"training_args": {"evaluation_strategy": "no", "eval_strategy": "steps"}},
+            "evaluation_strategy and eval_strategy",
+        ),
     ],
 )
 def test_bad_options_are_clear_errors(tmp_path, options, pattern):
@@ -202,7 +232,11 @@ def test_bad_options_are_clear_errors(tmp_path, options, pattern):
 
 def test_spellings_of_the_seed_and_of_peft_are_accepted():
     options = {
-        "type": "lora", "train_data_config": "d", "r": 8, "alpha": 16, "target_modules": "q_proj, v_proj",
+        "type": "lora",
+        "train_data_config": "d",
+        "r": 8,
+        "alpha": 16,
+        "target_modules": "q_proj, v_proj",
         "training_args": {"evaluation_strategy": "epoch", "save_steps": 5, "report_to": "none"},
     }
     config = load_workflow({"passes": {"ft": options}}).flows[0][0].config
@@ -213,7 +247,13 @@ def test_spellings_of_the_seed_and_of_peft_are_accepted():
 
 
 def test_ignored_hf_args_and_double_quant_on_lora_warn(tiny_llama_dir, small_data, tmp_path, capsys):
-    config = workflow(tiny_llama_dir, small_data, tmp_path, double_quant=True, training_args={"max_steps": 1, "save_steps": 5})
+    config = workflow(
+        tiny_llama_dir,
+        small_data,
+        tmp_path,
+        double_quant=True,
+        training_args={"max_steps": 1, "save_steps": 5},
+    )
     run(config, summary=False, log_level=2)
     err = capsys.readouterr().err
     assert "warning: training_args save_steps have no effect" in err
@@ -222,7 +262,10 @@ def test_ignored_hf_args_and_double_quant_on_lora_warn(tiny_llama_dir, small_dat
 
 def test_a_target_module_the_model_lacks_is_named(tiny_llama_dir, small_data, tmp_path):
     config = workflow(tiny_llama_dir, small_data, tmp_path, target_modules=["o_proj", "qkv_proj"])
-    with pytest.raises(OlivepressError, match="target module 'qkv_proj' is not a Linear layer of this llama model.*q_proj, k_proj"):
+    with pytest.raises(
+        OlivepressError,
+        match="target module 'qkv_proj' is not a Linear layer of this llama model.*q_proj, k_proj",
+    ):
         run(config, summary=False)
 
 

@@ -26,13 +26,26 @@ def finetune(model: Path, data: Path, out: Path, **options):
 
     # fp32 and no dropout: the one- and two-process runs then differ only in the order of float sums.
     training_args = {
-        "max_steps": 4, "per_device_train_batch_size": 4, "gradient_accumulation_steps": 2,
-        "learning_rate": 1e-2, "logging_steps": 1, "bf16": False, "eval_steps": 2, "full_determinism": True,
+        "max_steps": 4,
+        "per_device_train_batch_size": 4,
+        "gradient_accumulation_steps": 2,
+        "learning_rate": 1e-2,
+        "logging_steps": 1,
+        "bf16": False,
+        "eval_steps": 2,
+        "full_determinism": True,
     }
     return api_finetune(
-        str(model), data_files=str(data), text_template=TEMPLATE.replace(r"\n", "\n"), max_samples=48,
-        eval_split=8, training_args=training_args, pass_options={"lora_dropout": 0.0, **options},
-        output_path=out, cache_dir=out.parent / "cache", summary=False,
+        str(model),
+        data_files=str(data),
+        text_template=TEMPLATE.replace(r"\n", "\n"),
+        max_samples=48,
+        eval_split=8,
+        training_args=training_args,
+        pass_options={"lora_dropout": 0.0, **options},
+        output_path=out,
+        cache_dir=out.parent / "cache",
+        summary=False,
     )
 
 
@@ -81,19 +94,52 @@ def test_two_machines_meet_on_loopback_and_node_0_writes_the_adapter(tiny_llama_
         free.bind(("127.0.0.1", 0))
         port = free.getsockname()[1]
     common = [
-        "finetune", "-m", str(tiny_llama_dir), "--data_files", str(travel_data), "--text_template", TEMPLATE,
-        "--max_samples", "32", "--max_steps", "2", "--per_device_train_batch_size", "2",
-        "--gradient_accumulation_steps", "2", "--nnodes", "2", "--master_addr", "127.0.0.1",
-        "--master_port", str(port), "--log_level", "2",
+        "finetune",
+        "-m",
+        str(tiny_llama_dir),
+        "--data_files",
+        str(travel_data),
+        "--text_template",
+        TEMPLATE,
+        "--max_samples",
+        "32",
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "2",
+        "--gradient_accumulation_steps",
+        "2",
+        "--nnodes",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(port),
+        "--log_level",
+        "2",
     ]
     node_1 = subprocess.Popen(
-        [sys.executable, "-m", "olivepress", *common, "--node_rank", "1", "-o", str(tmp_path / "n1"),
-         "--cache_dir", str(tmp_path / "c1")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        [
+            sys.executable,
+            "-m",
+            "olivepress",
+            *common,
+            "--node_rank",
+            "1",
+            "-o",
+            str(tmp_path / "n1"),
+            "--cache_dir",
+            str(tmp_path / "c1"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
     )
     try:
-        node_0 = olivepress(*common, "--node_rank", "0", "-o", str(tmp_path / "n0"),
-                            "--cache_dir", str(tmp_path / "c0"))
+        node_0 = olivepress(
+            *common, "--node_rank", "0", "-o", str(tmp_path / "n0"), "--cache_dir", str(tmp_path / "c0")
+        )
         _, node_1_err = node_1.communicate(timeout=300)
     finally:
         if node_1.poll() is None:  # node 0 failed: node 1 would wait for it until its rendezvous times out
@@ -109,9 +155,25 @@ def test_two_machines_meet_on_loopback_and_node_0_writes_the_adapter(tiny_llama_
 def test_a_failing_process_is_one_line_and_leaves_no_output(tiny_llama_dir, travel_data, tmp_path):
     out = tmp_path / "out"
     result = olivepress(
-        "finetune", "-m", str(tiny_llama_dir), "--data_files", str(travel_data), "--text_template", TEMPLATE,
-        "--num_processes", "2", "--target_modules", "q_proj,nope", "--max_steps", "1", "-o", str(out),
-        "--cache_dir", str(tmp_path / "cache"), "--log_level", "3",
+        "finetune",
+        "-m",
+        str(tiny_llama_dir),
+        "--data_files",
+        str(travel_data),
+        "--text_template",
+        TEMPLATE,
+        "--num_processes",
+        "2",
+        "--target_modules",
+        "q_proj,nope",
+        "--max_steps",
+        "1",
+        "-o",
+        str(out),
+        "--cache_dir",
+        str(tmp_path / "cache"),
+        "--log_level",
+        "3",
     )
     assert_one_line_error(
         result, r"training process [01] of 2 failed: target module 'nope' is not a Linear layer"
@@ -125,13 +187,25 @@ def test_a_failing_process_is_one_line_and_leaves_no_output(tiny_llama_dir, trav
     [
         (["--num_processes", "0"], r"num_processes is 0; give 1 or more"),
         (["--nnodes", "2"], r"nnodes is 2 but master_addr is not set"),
-        (["--nnodes", "2", "--node_rank", "2", "--master_addr", "10.0.0.1"],
-         r"node_rank is 2 but nnodes is 2"),
+        (
+            ["--nnodes", "2", "--node_rank", "2", "--master_addr", "10.0.0.1"],
+            r"node_rank is 2 but nnodes is 2",
+        ),
     ],
 )
 def test_bad_process_flags_are_one_line(tiny_llama_dir, travel_data, tmp_path, flags, pattern):
-    result = olivepress("finetune", "-m", str(tiny_llama_dir), "--data_files", str(travel_data),
-                        "--text_template", TEMPLATE, "-o", str(tmp_path / "out"), *flags)
+    result = olivepress(
+        "finetune",
+        "-m",
+        str(tiny_llama_dir),
+        "--data_files",
+        str(travel_data),
+        "--text_template",
+        TEMPLATE,
+        "-o",
+        str(tmp_path / "out"),
+        *flags,
+    )
     assert_one_line_error(result, pattern)
 
 
@@ -147,8 +221,10 @@ def test_row_slices_of_a_micro_batch_give_its_gradient(tiny_llama_dir):
     from olivepress.train.world import World
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
-                           LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False),
+    )
     rows = [{"input_ids": list(range(3, 3 + n)), "labels": list(range(3, 3 + n))} for n in (20, 6, 13)]
     batch = collate(rows, pad_id=2)
 
@@ -162,8 +238,9 @@ def test_row_slices_of_a_micro_batch_give_its_gradient(tiny_llama_dir):
     assert [[part.input_ids.shape[0] for _, part in share] for share in shares] == [[2], [1]]
     second = shares[1][0][1]
     assert second.attention_mask is None and second.input_ids.shape[1] == 13  # its own width, no padding
-    torch.testing.assert_close(gradient([part for share in shares for _, part in share]), gradient([batch]),
-                               atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(
+        gradient([part for share in shares for _, part in share]), gradient([batch]), atol=1e-6, rtol=1e-4
+    )
     # Whole micro-batches when they divide evenly: process 1 of 2 takes the second half of the step.
     assert [index for index, _ in World(rank=1, size=2).share([batch] * 4)] == [2, 3]
 
@@ -181,6 +258,8 @@ def test_the_reported_failure_is_a_process_own_not_a_lost_peer(tmp_path):
         path.write_text(json.dumps(data))
         return ProcessFailure(local_rank=rank, pid=100 + rank, exitcode=1, error_file=str(path))
 
-    failures = {0: failure(0, "PeerLost: another training process stopped first (Connection closed)", 10),
-                1: failure(1, "OlivepressError: the data set is empty", 11)}
+    failures = {
+        0: failure(0, "PeerLost: another training process stopped first (Connection closed)", 10),
+        1: failure(1, "OlivepressError: the data set is empty", 11),
+    }
     assert first_failure(failures) == (1, "the data set is empty")

@@ -15,9 +15,19 @@ def test_lora_on_the_embedded_model_lowers_held_out_loss(travel_data, tmp_path):
     from olivepress.api import finetune
 
     result = finetune(
-        "default", data_files=str(travel_data), text_template=TEMPLATE, eval_split=16,
-        training_args={"max_steps": 8, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "eval_steps": 8},
-        output_path=tmp_path / "ft", cache_dir=tmp_path / "cache", summary=False,
+        "default",
+        data_files=str(travel_data),
+        text_template=TEMPLATE,
+        eval_split=16,
+        training_args={
+            "max_steps": 8,
+            "per_device_train_batch_size": 4,
+            "learning_rate": 1e-3,
+            "eval_steps": 8,
+        },
+        output_path=tmp_path / "ft",
+        cache_dir=tmp_path / "cache",
+        summary=False,
     )
     adapter = Path(result.model.adapter_path)
     records = [json.loads(line) for line in (adapter / "training_log.jsonl").read_text().splitlines()]
@@ -26,7 +36,9 @@ def test_lora_on_the_embedded_model_lowers_held_out_loss(travel_data, tmp_path):
     assert end["eval_loss"] < end["eval_loss_before"] - 0.1, end
     assert end["padding_fraction"] < 0.15
     config = json.loads((adapter / "adapter_config.json").read_text())
-    assert sorted(config["target_modules"]) == sorted(["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    assert sorted(config["target_modules"]) == sorted(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     assert (tmp_path / "ft" / "model" / "model.safetensors").is_file()
     print(end)
 
@@ -39,11 +51,22 @@ def test_two_processes_on_the_embedded_model_match_one(travel_data, tmp_path):
 
     def run(name: str, **options) -> list[dict]:
         result = finetune(
-            "default", data_files=str(travel_data), text_template=TEMPLATE, max_samples=32, max_seq_len=128,
-            training_args={"max_steps": 4, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
-                           "learning_rate": 1e-3, "logging_steps": 1},
-            pass_options={"lora_dropout": 0.0, **options}, output_path=tmp_path / name,
-            cache_dir=tmp_path / "cache", summary=False,
+            "default",
+            data_files=str(travel_data),
+            text_template=TEMPLATE,
+            max_samples=32,
+            max_seq_len=128,
+            training_args={
+                "max_steps": 4,
+                "per_device_train_batch_size": 2,
+                "gradient_accumulation_steps": 2,
+                "learning_rate": 1e-3,
+                "logging_steps": 1,
+            },
+            pass_options={"lora_dropout": 0.0, **options},
+            output_path=tmp_path / name,
+            cache_dir=tmp_path / "cache",
+            summary=False,
         )
         adapter = Path(result.model.adapter_path)
         return [json.loads(line) for line in (adapter / "training_log.jsonl").read_text().splitlines()]

@@ -20,7 +20,9 @@ def test_length_grouped_batches_hold_every_sequence_once_with_little_padding():
 
     lengths = [random.Random(i).randint(5, 120) for i in range(200)]
     batches = epoch_batches(examples(lengths), 8, seed=0)
-    seen = sorted(int((b.labels != IGNORE_INDEX).sum(dim=1)[i]) for b in batches for i in range(b.input_ids.shape[0]))
+    seen = sorted(
+        int((b.labels != IGNORE_INDEX).sum(dim=1)[i]) for b in batches for i in range(b.input_ids.shape[0])
+    )
     assert seen == sorted(lengths)
     padding = sum(b.num_tokens for b in batches) - sum(lengths)
     assert padding / sum(lengths) < 0.05
@@ -44,7 +46,11 @@ def test_padding_is_masked_and_never_a_target():
 
 
 def test_rows_padded_by_the_tokenizer_are_trimmed():
-    row = {"input_ids": [5, 6, 7, 2, 2], "labels": [5, 6, 7, IGNORE_INDEX, IGNORE_INDEX], "attention_mask": [1, 1, 1, 0, 0]}
+    row = {
+        "input_ids": [5, 6, 7, 2, 2],
+        "labels": [5, 6, 7, IGNORE_INDEX, IGNORE_INDEX],
+        "attention_mask": [1, 1, 1, 0, 0],
+    }
     batch = collate([row], pad_id=2)
     assert batch.input_ids.tolist() == [[5, 6, 7]] and batch.attention_mask is None
 
@@ -71,14 +77,33 @@ def test_default_targets_per_architecture(tiny_llama_dir):
     from olivepress.passes.torch.lora.targets import resolve_targets
 
     llama = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
-    assert resolve_targets(llama, None) == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    assert resolve_targets(llama, None) == [
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ]
     assert resolve_targets(llama, ["q_proj", "v_proj"]) == ["q_proj", "v_proj"]
     torch.manual_seed(0)
-    phi3 = Phi3ForCausalLM(Phi3Config(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                      num_attention_heads=4, num_key_value_heads=4, pad_token_id=0))
+    phi3 = Phi3ForCausalLM(
+        Phi3Config(
+            vocab_size=128,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=4,
+            pad_token_id=0,
+        )
+    )
     assert resolve_targets(phi3, None) == ["qkv_proj", "o_proj", "gate_up_proj", "down_proj"]
     assert "lm_head" not in resolve_targets(phi3, ["all-linear"])
-    with pytest.raises(OlivepressError, match="target module 'q_proj' is not a Linear layer of this phi3 model"):
+    with pytest.raises(
+        OlivepressError, match="target module 'q_proj' is not a Linear layer of this phi3 model"
+    ):
         resolve_targets(phi3, ["q_proj"])
 
 
@@ -107,8 +132,10 @@ def test_gradient_accumulation_weighs_every_token_the_same(tiny_llama_dir):
     from olivepress.train.loss import summed_loss
 
     torch.manual_seed(0)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
-                           LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False))
+    model = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False),
+    )
     rows = examples([20, 6])
 
     def grads(batches):
@@ -118,7 +145,9 @@ def test_gradient_accumulation_weighs_every_token_the_same(tiny_llama_dir):
             (summed_loss(model, b) / targets).backward()
         return torch.cat([p.grad.flatten() for p in model.parameters() if p.requires_grad])
 
-    torch.testing.assert_close(grads([collate(rows[:1], 2), collate(rows[1:], 2)]), grads([collate(rows, 2)]), atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(
+        grads([collate(rows[:1], 2), collate(rows[1:], 2)]), grads([collate(rows, 2)]), atol=1e-6, rtol=1e-4
+    )
 
 
 def test_thread_tuner_drops_to_one_thread_only_when_it_is_faster():

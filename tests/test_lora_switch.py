@@ -32,10 +32,14 @@ def test_no_adapter_branch_has_no_lora_nodes(tiny_genai_build):
     assert not any(name in lora_inputs for node in without for name in node.input)
     # The base graph is everything but the LoRA paths (MatMul, MatMul, Add per adapted Linear).
     assert len(with_lora) - len(without) == 3 * len(lora_inputs) // 2
-    assert read_adapter_file(tiny_genai_build / "model" / "adapter_weights.onnx_adapter")[SWITCH].tolist() == [1.0]
+    assert read_adapter_file(tiny_genai_build / "model" / "adapter_weights.onnx_adapter")[
+        SWITCH
+    ].tolist() == [1.0]
 
 
-def test_switched_model_computes_what_the_flat_graph_computes(tiny_genai_build, second_adapter_file, tmp_path):
+def test_switched_model_computes_what_the_flat_graph_computes(
+    tiny_genai_build, second_adapter_file, tmp_path
+):
     flat_dir = tmp_path / "flat"
     shutil.copytree(tiny_genai_build / "model", flat_dir)
     flat = onnx.load(flat_dir / "model.onnx", load_external_data=False)
@@ -43,9 +47,14 @@ def test_switched_model_computes_what_the_flat_graph_computes(tiny_genai_build, 
     assert not any(value.name == SWITCH for value in flat.graph.input)
     onnx.save(flat, flat_dir / "model.onnx")  # the weights stay in model.onnx.data
     # The flat graph has no switch input, so its adapter files go without the flag.
-    for adapter_file, flat_file in ((flat_dir / "adapter_weights.onnx_adapter", None), (second_adapter_file, flat_dir / "second.onnx_adapter")):
+    for adapter_file, flat_file in (
+        (flat_dir / "adapter_weights.onnx_adapter", None),
+        (second_adapter_file, flat_dir / "second.onnx_adapter"),
+    ):
         tensors = read_adapter_file(adapter_file)
-        assert tensors.pop(SWITCH).tolist() == [1.0]  # convert-adapters writes the flag for a switched model too
+        assert tensors.pop(SWITCH).tolist() == [
+            1.0
+        ]  # convert-adapters writes the flag for a switched model too
         write_adapter_file(tensors, flat_file or adapter_file)
 
     # An adapter converted for the other kind of graph is refused, not silently ignored.

@@ -37,7 +37,10 @@ def use_hub_cache(monkeypatch, folder) -> None:
 
 def test_hub_id_not_in_the_local_cache_says_how_to_get_it(tmp_path, monkeypatch):
     use_hub_cache(monkeypatch, tmp_path / "hub")
-    with pytest.raises(OlivepressError, match="'someone/some-model' is not a local folder and is not in the Hugging Face cache"):
+    with pytest.raises(
+        OlivepressError,
+        match="'someone/some-model' is not a local folder and is not in the Hugging Face cache",
+    ):
         resolve_model("someone/some-model")
 
 
@@ -90,8 +93,12 @@ def test_an_olivepress_output_folder_stands_for_its_model(tmp_path, tiny_llama_d
     from olivepress.api import run
 
     out = tmp_path / "out"
-    config = {"input_model": {"model_path": str(tiny_llama_dir)}, "passes": {"b": {"type": "ModelBuilder", "precision": "fp32"}},
-              "output_dir": str(out), "cache_dir": str(tmp_path / "cache")}
+    config = {
+        "input_model": {"model_path": str(tiny_llama_dir)},
+        "passes": {"b": {"type": "ModelBuilder", "precision": "fp32"}},
+        "output_dir": str(out),
+        "cache_dir": str(tmp_path / "cache"),
+    }
     run(config, summary=False)
     handle = resolve_model(str(out))
     assert isinstance(handle, OnnxModel) and handle.path == str(out / "model")

@@ -35,8 +35,10 @@ def test_every_olive_pass_and_option_has_a_treatment():
             continue
         spec = find_pass(name)  # raises for a pass that is neither supported nor refused
         missing += [
-            f"{name}.{option}" for option in data["options"]
-            if olive_compat.option_treatment(spec.name, spec.module.Config, option).status == olive_compat.UNCLASSIFIED
+            f"{name}.{option}"
+            for option in data["options"]
+            if olive_compat.option_treatment(spec.name, spec.module.Config, option).status
+            == olive_compat.UNCLASSIFIED
         ]
     assert missing == []
 
@@ -77,46 +79,83 @@ def test_refused_engine_key_says_why():
 
 def test_refused_pass_says_why():
     with pytest.raises(OlivepressError, match="Olive pass 'OpenVINOConversion' is not available.*OpenVINO"):
-        load_workflow({"input_model": {"model_path": "default"}, "passes": {"o": {"type": "openvinoconversion"}}})
+        load_workflow(
+            {"input_model": {"model_path": "default"}, "passes": {"o": {"type": "openvinoconversion"}}}
+        )
 
 
 def test_onnx_conversion_options_real_configs_pass_are_accepted(caplog):
     with caplog.at_level(logging.WARNING, logger="olivepress"):
-        workflow = load_workflow({
-            "input_model": {"model_path": "default"},
-            "passes": {"c": {"type": "OnnxConversion", "save_metadata_for_token_generation": True, "target_opset": 17}},
-        })
+        workflow = load_workflow(
+            {
+                "input_model": {"model_path": "default"},
+                "passes": {
+                    "c": {
+                        "type": "OnnxConversion",
+                        "save_metadata_for_token_generation": True,
+                        "target_opset": 17,
+                    }
+                },
+            }
+        )
     assert workflow.flows[0][0].config.target_opset == 17
     assert any("save_metadata_for_token_generation" in r.getMessage() for r in caplog.records)
 
 
 def test_olive_quantizer_spellings_map_onto_the_options():
-    workflow = load_workflow({
-        "input_model": {"model_path": "default"},
-        "passes": {"r": {"type": "rtn", "bits": 8, "lm_head": True, "embeds": True,
-                         "overrides": {"model.embed_tokens": {"bits": 8, "symmetric": True}}}},
-    })
+    workflow = load_workflow(
+        {
+            "input_model": {"model_path": "default"},
+            "passes": {
+                "r": {
+                    "type": "rtn",
+                    "bits": 8,
+                    "lm_head": True,
+                    "embeds": True,
+                    "overrides": {"model.embed_tokens": {"bits": 8, "symmetric": True}},
+                }
+            },
+        }
+    )
     config = workflow.flows[0][0].config
     assert config.include_lm_head and config.embeds
     assert config.overrides["model.embed_tokens"].sym is True
 
 
 def test_model_builder_olive_options_become_builder_extra_options():
-    workflow = load_workflow({
-        "input_model": {"model_path": "default"},
-        "passes": {"m": {"type": "ModelBuilder", "int4_is_symmetric": True, "int4_op_types_to_quantize": ["MatMul"]}},
-    })
-    assert workflow.flows[0][0].config.extra_options == {"is_symmetric": True, "op_types_to_quantize": "MatMul"}
+    workflow = load_workflow(
+        {
+            "input_model": {"model_path": "default"},
+            "passes": {
+                "m": {
+                    "type": "ModelBuilder",
+                    "int4_is_symmetric": True,
+                    "int4_op_types_to_quantize": ["MatMul"],
+                }
+            },
+        }
+    )
+    assert workflow.flows[0][0].config.extra_options == {
+        "is_symmetric": True,
+        "op_types_to_quantize": "MatMul",
+    }
 
 
 @pytest.mark.parametrize(
     ("config", "match"),
     [
-        (_workflow(no_artifact=True), "unknown key 'no_artifact' at the top level.*did you mean 'no_artifacts'"),
-        ({"input_model": {"model_path": "default"}, "passes": {"r": {"type": "rtn", "lm_haed": True}}},
-         "unknown key 'lm_haed'.*did you mean 'lm_head'"),
-        ({"input_model": {"model_path": "default"}, "passes": {"s": {"type": "SelectiveMixedPrecison"}}},
-         "unknown pass type 'SelectiveMixedPrecison'.*did you mean 'SelectiveMixedPrecision'"),
+        (
+            _workflow(no_artifact=True),
+            "unknown key 'no_artifact' at the top level.*did you mean 'no_artifacts'",
+        ),
+        (
+            {"input_model": {"model_path": "default"}, "passes": {"r": {"type": "rtn", "lm_haed": True}}},
+            "unknown key 'lm_haed'.*did you mean 'lm_head'",
+        ),
+        (
+            {"input_model": {"model_path": "default"}, "passes": {"s": {"type": "SelectiveMixedPrecison"}}},
+            "unknown pass type 'SelectiveMixedPrecison'.*did you mean 'SelectiveMixedPrecision'",
+        ),
     ],
 )
 def test_typos_still_get_did_you_mean(config, match):
@@ -126,12 +165,25 @@ def test_typos_still_get_did_you_mean(config, match):
 
 def test_unknown_graph_surgeon_is_refused_by_name():
     with pytest.raises(OlivepressError, match="Olive's graph surgeon 'RemoveQDQ' is not available"):
-        load_workflow({"input_model": {"model_path": "default"},
-                       "passes": {"t": {"type": "GraphSurgeries", "surgeries": [{"surgeon": "RemoveQDQ"}]}}})
+        load_workflow(
+            {
+                "input_model": {"model_path": "default"},
+                "passes": {"t": {"type": "GraphSurgeries", "surgeries": [{"surgeon": "RemoveQDQ"}]}},
+            }
+        )
 
 
 def test_relative_goals_need_the_input_model_evaluated():
-    evaluator = {"metrics": [{"name": "ppl", "type": "perplexity", "sub_types": [
-        {"name": "perplexity", "goal": {"type": "percent-max-degradation", "value": 10}}]}]}
+    evaluator = {
+        "metrics": [
+            {
+                "name": "ppl",
+                "type": "perplexity",
+                "sub_types": [
+                    {"name": "perplexity", "goal": {"type": "percent-max-degradation", "value": 10}}
+                ],
+            }
+        ]
+    }
     with pytest.raises(OlivepressError, match="evaluate_input_model is false"):
         load_workflow(_workflow(evaluator=evaluator, evaluate_input_model=False))

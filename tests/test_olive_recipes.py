@@ -31,7 +31,9 @@ def _ops(model_dir: Path) -> tuple[Counter, dict]:
 def _initializers(model_dir: Path) -> set[str]:
     import onnx
 
-    return {i.name for i in onnx.load(str(model_dir / "model.onnx"), load_external_data=False).graph.initializer}
+    return {
+        i.name for i in onnx.load(str(model_dir / "model.onnx"), load_external_data=False).graph.initializer
+    }
 
 
 def _attrs(node) -> dict:
@@ -51,8 +53,14 @@ def test_cpu_int4_recipe_runs_unchanged_to_a_tied_8bit_embedding_model(tiny_llam
     recipe["input_model"]["model_path"] = str(tiny_llama_dir)
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, "-m", "olivepress", "run", "--config", "recipe.json"], cwd=tmp_path,
-                            capture_output=True, text=True, env=env, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-m", "olivepress", "run", "--config", "recipe.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "'no_artifacts' has no effect" in result.stderr + result.stdout
 
@@ -65,7 +73,9 @@ def test_cpu_int4_recipe_runs_unchanged_to_a_tied_8bit_embedding_model(tiny_llam
     assert nodes["/model/embed_tokens/Gather/TiedReshape"].input[0] == head.input[1]
     assert not any("embed_tokens.weight" in name for name in _initializers(model_dir))
     # SelectiveMixedPrecision kept some decoder MatMuls at 8 bits, GPTQ the rest at 4
-    layer_bits = Counter(_attrs(n)["bits"] for name, n in nodes.items() if n.op_type == "MatMulNBits" and "layers" in name)
+    layer_bits = Counter(
+        _attrs(n)["bits"] for name, n in nodes.items() if n.op_type == "MatMulNBits" and "layers" in name
+    )
     assert layer_bits[4] > 0 and layer_bits[8] > 0
     assert _generate(model_dir)
 
@@ -81,12 +91,18 @@ def test_k_quant_mixed_promotes_lm_head_and_the_first_layers_qkv_and_down_proj(t
     from olivepress.passes.torch.mixed_precision import read_mixed_precision
 
     out = tmp_path / "smp"
-    handle = smp.run(HfModel(path=str(tiny_llama_dir)), smp.Config(algorithm="k_quant_mixed"), out, PassContext())
+    handle = smp.run(
+        HfModel(path=str(tiny_llama_dir)), smp.Config(algorithm="k_quant_mixed"), out, PassContext()
+    )
     info = read_mixed_precision(Path(handle.path))
     # 2 layers: layer 0 is in the first eighth; layer 1 is neither in the last eighth nor a third one
     assert set(info["overrides"]) == {
-        "lm_head", "model.embed_tokens", "model.layers.0.mlp.down_proj",
-        "model.layers.0.self_attn.q_proj", "model.layers.0.self_attn.k_proj", "model.layers.0.self_attn.v_proj",
+        "lm_head",
+        "model.embed_tokens",
+        "model.layers.0.mlp.down_proj",
+        "model.layers.0.self_attn.q_proj",
+        "model.layers.0.self_attn.k_proj",
+        "model.layers.0.self_attn.v_proj",
     }
     assert info["default"] == {"bits": 4}
     assert (out / "model.safetensors").stat().st_ino == (tiny_llama_dir / "model.safetensors").stat().st_ino
@@ -109,7 +125,9 @@ def test_scored_selection_promotes_the_asked_share_with_qkv_together(tiny_llama_
     assert promoted >= 0.3 * sum(numel.values())
     assert all(o == {"bits": 8, "group_size": 128, "symmetric": False} for o in overrides.values())
     for layer in (0, 1):
-        chosen = {p for p in ("q_proj", "k_proj", "v_proj") if f"model.layers.{layer}.self_attn.{p}" in overrides}
+        chosen = {
+            p for p in ("q_proj", "k_proj", "v_proj") if f"model.layers.{layer}.self_attn.{p}" in overrides
+        }
         assert chosen in (set(), {"q_proj", "k_proj", "v_proj"})
 
 
@@ -130,14 +148,21 @@ def _untied_llama(tiny_llama_dir: Path, folder: Path) -> Path:
     return folder
 
 
-def test_rtn_embeds_on_an_untied_model_become_their_own_gather_block_quantized(tiny_llama_dir, tmp_path, caplog):
+def test_rtn_embeds_on_an_untied_model_become_their_own_gather_block_quantized(
+    tiny_llama_dir, tmp_path, caplog
+):
     from olivepress.evaluate.parity import check_parity
     from olivepress.passes.onnx import graph_surgeries, model_builder
     from olivepress.passes.torch import rtn
 
     source = HfModel(path=str(_untied_llama(tiny_llama_dir, tmp_path / "untied")))
     ctx = PassContext(scratch_dir=tmp_path / "scratch")
-    config = rtn.Config(bits=4, lm_head=True, embeds=True, overrides={"lm_head": {"bits": 8}, "re:.*embed_tokens": {"bits": 8}})
+    config = rtn.Config(
+        bits=4,
+        lm_head=True,
+        embeds=True,
+        overrides={"lm_head": {"bits": 8}, "re:.*embed_tokens": {"bits": 8}},
+    )
     quantized = rtn.run(source, config, tmp_path / "rtn", ctx)
     meta = quantized.quantization_config()["meta"]["embeds"]
     assert meta == {"bits": 8, "group_size": 64, "sym": False, "tied_to_lm_head": False}
@@ -151,8 +176,10 @@ def test_rtn_embeds_on_an_untied_model_become_their_own_gather_block_quantized(t
     # the embeddings are not lm_head's weights: TieWordEmbeddings leaves them apart and says so
     with caplog.at_level(logging.WARNING, logger="olivepress"):
         tied = graph_surgeries.run(
-            OnnxModel(path=built.path), graph_surgeries.Config(surgeries=[{"surgeon": "TieWordEmbeddings"}]),
-            tmp_path / "tied", ctx,
+            OnnxModel(path=built.path),
+            graph_surgeries.Config(surgeries=[{"surgeon": "TieWordEmbeddings"}]),
+            tmp_path / "tied",
+            ctx,
         )
     assert any("differ from lm_head" in r.getMessage() for r in caplog.records)
     assert _generate(Path(tied.path))
@@ -162,8 +189,11 @@ def test_overrides_take_olive_literal_names_and_re_patterns():
     from olivepress.quant.options import ModuleOverride, find_override
 
     names = {"model.layers.1.mlp.down_proj", "model.layers.10.mlp.down_proj", "lm_head"}
-    overrides = {"model.layers.1.mlp.down_proj": ModuleOverride(bits=8), "re:.*layers\\.1\\d\\..*": ModuleOverride(bits=2),
-                 "lm_": ModuleOverride(skip=True)}
+    overrides = {
+        "model.layers.1.mlp.down_proj": ModuleOverride(bits=8),
+        "re:.*layers\\.1\\d\\..*": ModuleOverride(bits=2),
+        "lm_": ModuleOverride(skip=True),
+    }
     assert find_override(overrides, "model.layers.1.mlp.down_proj", names).bits == 8
     assert find_override(overrides, "model.layers.10.mlp.down_proj", names).bits == 2  # not the literal key
     assert find_override(overrides, "lm_head", names).skip  # a plain key is still a search pattern
@@ -176,13 +206,19 @@ def test_wikitext_calibration_falls_back_to_the_shipped_text(tiny_llama_dir, cap
     from olivepress.models.loading import load_tokenizer
 
     tokenizer = load_tokenizer(HfModel(path=str(tiny_llama_dir)))
-    wikitext = DataConfig.model_validate({
-        "name": "wikitext2", "load_dataset_config": {"data_name": "wikitext", "subset": "wikitext-2-raw-v1", "split": "train"},
-    })
+    wikitext = DataConfig.model_validate(
+        {
+            "name": "wikitext2",
+            "load_dataset_config": {"data_name": "wikitext", "subset": "wikitext-2-raw-v1", "split": "train"},
+        }
+    )
     with caplog.at_level(logging.WARNING):
         stream, _ = calibration_stream(tokenizer, wikitext)
     assert stream == calibration_stream(tokenizer, None)[0]
-    assert any("does not download" in r.getMessage() and "shipped calibration text" in r.getMessage() for r in caplog.records)
+    assert any(
+        "does not download" in r.getMessage() and "shipped calibration text" in r.getMessage()
+        for r in caplog.records
+    )
 
 
 def test_a_hub_data_set_other_than_wikitext_is_refused_with_its_name():
@@ -190,7 +226,9 @@ def test_a_hub_data_set_other_than_wikitext_is_refused_with_its_name():
     from olivepress.data.loading import load_records
     from olivepress.errors import OlivepressError
 
-    config = DataConfig.model_validate({"name": "d", "load_dataset_config": {"data_name": "tatsu-lab/alpaca"}})
+    config = DataConfig.model_validate(
+        {"name": "d", "load_dataset_config": {"data_name": "tatsu-lab/alpaca"}}
+    )
     with pytest.raises(OlivepressError, match="hub data set 'tatsu-lab/alpaca'.*give data_files"):
         load_records(config)
 
@@ -199,12 +237,19 @@ def test_quantize_then_auto_opt_gives_tied_8bit_embeddings_and_lm_head_by_defaul
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
 
     def olivepress(*args: str) -> None:
-        done = subprocess.run([sys.executable, "-m", "olivepress", *args, "--cache_dir", str(tmp_path / "cache")],
-                              capture_output=True, text=True, env=env, timeout=600)
+        done = subprocess.run(
+            [sys.executable, "-m", "olivepress", *args, "--cache_dir", str(tmp_path / "cache")],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
 
     olivepress("quantize", "-m", str(tiny_llama_dir), "--algorithm", "gptq", "-o", str(tmp_path / "gptq"))
-    olivepress("auto-opt", "-m", str(tmp_path / "gptq" / "model"), "--use_ort_genai", "-o", str(tmp_path / "out"))
+    olivepress(
+        "auto-opt", "-m", str(tmp_path / "gptq" / "model"), "--use_ort_genai", "-o", str(tmp_path / "out")
+    )
     footprint = json.loads((tmp_path / "out" / "footprint.json").read_text())
     assert [n["pass_type"] for n in footprint["nodes"]] == ["RTN", "ModelBuilder"]
     _, nodes = _ops(tmp_path / "out" / "model")

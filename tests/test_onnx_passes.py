@@ -30,7 +30,9 @@ from olivepress.passes.onnx.chains import describe_generic_chain, generic_chain,
 from olivepress.passes.onnx.model_files import read_metadata
 from olivepress.passes.registry import find_pass
 
-SHIPPED_CALIBRATION = Path(__file__).resolve().parents[1] / "src" / "olivepress" / "data" / "text" / "calibration.txt"
+SHIPPED_CALIBRATION = (
+    Path(__file__).resolve().parents[1] / "src" / "olivepress" / "data" / "text" / "calibration.txt"
+)
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -58,7 +60,9 @@ def encode(folder: Path, sentences: list[str], max_length: int = 128) -> dict[st
     tokenizer = AutoTokenizer.from_pretrained(folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    feeds = dict(tokenizer(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="np"))
+    feeds = dict(
+        tokenizer(sentences, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    )
     feeds.setdefault("token_type_ids", np.zeros_like(feeds["input_ids"]))
     return feeds
 
@@ -149,7 +153,9 @@ def test_task_comes_from_the_architecture_unless_set():
     assert resolve_task(None, "text-generation", ["LlamaForCausalLM"]) == "text-generation"
     assert resolve_task(None, "sentence-similarity", ["BertModel"]) == "feature-extraction"
     assert resolve_task("text-classification", "text-generation", ["BertModel"]) == "text-classification"
-    with pytest.raises(OlivepressError, match="without a KV cache; for a decoder LLM with one use ModelBuilder"):
+    with pytest.raises(
+        OlivepressError, match="without a KV cache; for a decoder LLM with one use ModelBuilder"
+    ):
         resolve_task("text-generation-with-past", None, None)
     with pytest.raises(OlivepressError, match="cannot export task 'translation'"):
         resolve_task("translation", None, None)
@@ -157,7 +163,11 @@ def test_task_comes_from_the_architecture_unless_set():
 
 def test_optimization_keeps_outputs_and_reports_fusions(tiny_onnx, tiny_optimized, tiny_feeds, caplog):
     fusions = json.loads(read_metadata(Path(tiny_optimized.path) / "model.onnx")["fusions"])
-    assert fusions["Attention"] == 2 and fusions["SkipLayerNormalization"] >= 2 and "EmbedLayerNormalization" in fusions
+    assert (
+        fusions["Attention"] == 2
+        and fusions["SkipLayerNormalization"] >= 2
+        and "EmbedLayerNormalization" in fusions
+    )
     assert "Attention" in op_types(tiny_optimized) and "Softmax" not in op_types(tiny_optimized)
     assert (Path(tiny_optimized.path) / "tokenizer.json").is_file()  # carried along
     assert np.abs(onnx_hidden(tiny_optimized, tiny_feeds) - onnx_hidden(tiny_onnx, tiny_feeds)).max() < 1e-4
@@ -167,23 +177,35 @@ def test_dynamic_int8_quantizes_and_stays_close(tiny_optimized, tiny_feeds, tmp_
     handle = run_pass(quantize_int8_dynamic, tiny_optimized, tmp_path, "int8")
     ops = op_types(handle)
     assert {"DynamicQuantizeLinear", "MatMulInteger"} <= ops and "QAttention" in ops
-    cosine = pooled_cosine(onnx_hidden(handle, tiny_feeds), onnx_hidden(tiny_optimized, tiny_feeds), tiny_feeds["attention_mask"])
+    cosine = pooled_cosine(
+        onnx_hidden(handle, tiny_feeds), onnx_hidden(tiny_optimized, tiny_feeds), tiny_feeds["attention_mask"]
+    )
     assert cosine.min() > 0.98
 
 
 def test_static_int8_calibrates_on_a_data_config(tiny_optimized, tiny_feeds, tmp_path):
     data = data_config_from_flags(str(SHIPPED_CALIBRATION), data_name="text", name="calibration")
-    handle = run_pass(quantize_int8_static, tiny_optimized, tmp_path, "int8", data_config=data, calibration_samples=16)
+    handle = run_pass(
+        quantize_int8_static, tiny_optimized, tmp_path, "int8", data_config=data, calibration_samples=16
+    )
     assert {"QuantizeLinear", "DequantizeLinear"} <= op_types(handle)
-    cosine = pooled_cosine(onnx_hidden(handle, tiny_feeds), onnx_hidden(tiny_optimized, tiny_feeds), tiny_feeds["attention_mask"])
+    cosine = pooled_cosine(
+        onnx_hidden(handle, tiny_feeds), onnx_hidden(tiny_optimized, tiny_feeds), tiny_feeds["attention_mask"]
+    )
     assert cosine.min() > 0.95
 
 
 def test_static_int8_qoperator_format(tiny_optimized, tiny_feeds, tmp_path):
     data = data_config_from_flags(str(SHIPPED_CALIBRATION), data_name="text", name="calibration")
     handle = run_pass(
-        quantize_int8_static, tiny_optimized, tmp_path, "int8", data_config=data, calibration_samples=8,
-        quant_format="QOperator", activation_type="uint8",
+        quantize_int8_static,
+        tiny_optimized,
+        tmp_path,
+        "int8",
+        data_config=data,
+        calibration_samples=8,
+        quant_format="QOperator",
+        activation_type="uint8",
     )
     assert "QLinearMatMul" in op_types(handle)
     assert onnx_hidden(handle, tiny_feeds).shape == tiny_feeds["input_ids"].shape + (64,)
@@ -192,7 +214,9 @@ def test_static_int8_qoperator_format(tiny_optimized, tiny_feeds, tmp_path):
 def test_int4_makes_matmulnbits_and_stays_close(tiny_onnx, tiny_feeds, tmp_path):
     handle = run_pass(quantize_int4, tiny_onnx, tmp_path, "int4", block_size=32, accuracy_level=4)
     assert "MatMulNBits" in op_types(handle)
-    cosine = pooled_cosine(onnx_hidden(handle, tiny_feeds), onnx_hidden(tiny_onnx, tiny_feeds), tiny_feeds["attention_mask"])
+    cosine = pooled_cosine(
+        onnx_hidden(handle, tiny_feeds), onnx_hidden(tiny_onnx, tiny_feeds), tiny_feeds["attention_mask"]
+    )
     assert cosine.min() > 0.95
 
 
@@ -221,10 +245,22 @@ def test_external_data_on_request(tiny_onnx, tmp_path, tiny_feeds):
     ("provider", "precision", "passes"),
     [
         ("CPUExecutionProvider", "fp32", ["OnnxConversion", "OrtTransformersOptimization"]),
-        ("CPUExecutionProvider", "int8", ["OnnxConversion", "OrtTransformersOptimization", "OnnxDynamicQuantization"]),
-        ("CPUExecutionProvider", "int4", ["OnnxConversion", "OrtTransformersOptimization", "OnnxMatMul4Quantizer"]),
+        (
+            "CPUExecutionProvider",
+            "int8",
+            ["OnnxConversion", "OrtTransformersOptimization", "OnnxDynamicQuantization"],
+        ),
+        (
+            "CPUExecutionProvider",
+            "int4",
+            ["OnnxConversion", "OrtTransformersOptimization", "OnnxMatMul4Quantizer"],
+        ),
         ("CUDAExecutionProvider", "fp16", ["OnnxConversion", "OrtTransformersOptimization"]),
-        ("CUDAExecutionProvider", "int8", ["OnnxConversion", "OrtTransformersOptimization", "OnnxStaticQuantization"]),
+        (
+            "CUDAExecutionProvider",
+            "int8",
+            ["OnnxConversion", "OrtTransformersOptimization", "OnnxStaticQuantization"],
+        ),
         ("DmlExecutionProvider", "fp16", ["OnnxConversion", "OrtTransformersOptimization"]),
         ("TensorrtExecutionProvider", "fp16", ["OnnxConversion"]),
         ("QNNExecutionProvider", "int8", ["OnnxConversion", "OnnxStaticQuantization"]),
@@ -239,7 +275,9 @@ def test_generic_chain_per_provider(provider, precision, passes):
         find_pass(name).module.Config.model_validate(options)
     settings = chain[-1][1]["inference_settings"]
     assert settings["execution_providers"][0] == provider
-    assert describe_generic_chain("gpu", provider, precision).startswith(f"{precision} for {provider}: export")
+    assert describe_generic_chain("gpu", provider, precision).startswith(
+        f"{precision} for {provider}: export"
+    )
 
 
 def test_generic_chain_options_that_matter():
@@ -247,7 +285,10 @@ def test_generic_chain_options_that_matter():
     assert {"use_gpu": True, "float16": True}.items() <= cuda_fp16["OrtTransformersOptimization"].items()
     assert dict(generic_chain("cpu", None, "int4"))["OnnxMatMul4Quantizer"]["accuracy_level"] == 4
     qnn = dict(generic_chain("npu", None, "int8"))
-    assert qnn["OnnxConversion"]["dynamic"] is False and qnn["OnnxStaticQuantization"]["activation_type"] == "QUInt16"
+    assert (
+        qnn["OnnxConversion"]["dynamic"] is False
+        and qnn["OnnxStaticQuantization"]["activation_type"] == "QUInt16"
+    )
     dml = generic_chain("gpu", "DmlExecutionProvider", "fp32")[-1][1]["inference_settings"]
     assert dml["session_options"]["enable_mem_pattern"] is False
     assert "fp16 on a CPU saves size, not time" in describe_generic_chain("cpu", "cpu", "fp16")
@@ -258,7 +299,12 @@ def test_generic_chain_options_that_matter():
     ("device", "provider", "precision", "message"),
     [
         ("cpu", "CPUExecutionProvider", "int3", "precision 'int3' is not one of fp32, fp16, int8, int4"),
-        ("cpu", "FancyExecutionProvider", "int8", "no generic ONNX chain for provider 'FancyExecutionProvider'"),
+        (
+            "cpu",
+            "FancyExecutionProvider",
+            "int8",
+            "no generic ONNX chain for provider 'FancyExecutionProvider'",
+        ),
         ("npu", "QNNExecutionProvider", "int4", "QNNExecutionProvider has no int4"),
         ("gpu", "WebGpuExecutionProvider", "int8", "WebGpuExecutionProvider has no int8 kernels"),
     ],
@@ -270,7 +316,11 @@ def test_generic_chain_refuses_what_has_no_kernels(device, provider, precision, 
 
 @pytest.mark.parametrize(
     ("device", "provider", "precision"),
-    [("gpu", "CUDAExecutionProvider", "fp16"), ("gpu", "CUDAExecutionProvider", "int8"), ("npu", "QNNExecutionProvider", "int8")],
+    [
+        ("gpu", "CUDAExecutionProvider", "fp16"),
+        ("gpu", "CUDAExecutionProvider", "int8"),
+        ("npu", "QNNExecutionProvider", "int8"),
+    ],
 )
 def test_chains_for_absent_providers_still_build_here(device, provider, precision, tiny_bert_dir, tmp_path):
     chain = generic_chain(device, provider, precision)
@@ -298,7 +348,9 @@ def test_chains_for_absent_providers_still_build_here(device, provider, precisio
 def test_onnx_pass_on_a_folder_without_onnx_says_so(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(OlivepressError, match=r"takes an ONNX model, but .* has no \.onnx file; convert the model first"):
+    with pytest.raises(
+        OlivepressError, match=r"takes an ONNX model, but .* has no \.onnx file; convert the model first"
+    ):
         run_pass(quantize_int8_dynamic, OnnxModel(path=str(empty)), tmp_path, "int8")
 
 
@@ -316,15 +368,22 @@ def test_hf_model_into_an_onnx_pass_is_refused(tiny_bert_dir, tmp_path):
 def test_unknown_option_is_named(tiny_bert_dir, tmp_path):
     config = {
         "input_model": {"type": "HfModel", "model_path": str(tiny_bert_dir)},
-        "passes": {"convert": {"type": "OnnxConversion"}, "quantize": {"type": "OnnxDynamicQuantization", "per_chanel": True}},
+        "passes": {
+            "convert": {"type": "OnnxConversion"},
+            "quantize": {"type": "OnnxDynamicQuantization", "per_chanel": True},
+        },
         "output_dir": str(tmp_path / "out"),
     }
-    with pytest.raises(OlivepressError, match="unknown key 'per_chanel' in passes.quantize.*did you mean 'per_channel'"):
+    with pytest.raises(
+        OlivepressError, match="unknown key 'per_chanel' in passes.quantize.*did you mean 'per_channel'"
+    ):
         run_workflow(config, summary=False)
 
 
 def test_static_quantization_without_data_says_what_to_do(tiny_optimized, tmp_path):
-    with pytest.raises(OlivepressError, match="OnnxStaticQuantization needs calibration data: set data_config"):
+    with pytest.raises(
+        OlivepressError, match="OnnxStaticQuantization needs calibration data: set data_config"
+    ):
         run_pass(quantize_int8_static, tiny_optimized, tmp_path, "int8")
 
 
@@ -347,7 +406,11 @@ def test_untraceable_model_is_explained(tiny_bert_dir, tmp_path, monkeypatch):
     with pytest.raises(OlivepressError) as failure:
         run_pass(export, HfModel(path=str(tiny_bert_dir)), tmp_path, "conv")
     message = str(failure.value)
-    assert "OnnxConversion could not export" in message and "torchscript exporter:" in message and "dynamo exporter:" in message
+    assert (
+        "OnnxConversion could not export" in message
+        and "torchscript exporter:" in message
+        and "dynamo exporter:" in message
+    )
     assert "\n" not in message and "\x1b" not in message
     assert not list((tmp_path / "conv" / "model").iterdir())  # nothing half-written
 
@@ -358,7 +421,9 @@ def test_quantized_checkpoint_is_refused(tiny_bert_dir, tmp_path):
     folder = tmp_path / "awq"
     shutil.copytree(tiny_bert_dir, folder)
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "awq"}}))
+    (folder / "config.json").write_text(
+        json.dumps({**config, "quantization_config": {"quant_method": "awq"}})
+    )
     with pytest.raises(OlivepressError, match="'awq' quantized checkpoint, which torch.onnx cannot export"):
         run_pass(export, HfModel(path=str(folder)), tmp_path, "conv")
 
@@ -391,7 +456,12 @@ def test_minilm_export_and_fusions_match_pytorch(minilm_optimized, minilm_refere
     assert np.abs(onnx_hidden(converted, feeds) - reference).max() < 1e-3
     assert np.abs(onnx_hidden(optimized, feeds) - reference).max() < 1e-3
     fusions = json.loads(read_metadata(Path(optimized.path) / "model.onnx")["fusions"])
-    assert fusions == {"EmbedLayerNormalization": 1, "Attention": 6, "BiasGelu": 6, "SkipLayerNormalization": 12}
+    assert fusions == {
+        "EmbedLayerNormalization": 1,
+        "Attention": 6,
+        "BiasGelu": 6,
+        "SkipLayerNormalization": 12,
+    }
 
 
 @pytest.mark.slow
@@ -406,7 +476,9 @@ def test_minilm_int8_embeddings_stay_close_to_pytorch(kind, minilm_optimized, mi
         handle = run_pass(quantize_int8_static, optimized, tmp_path, "int8", data_config=data)
     cosine = pooled_cosine(onnx_hidden(handle, feeds), reference, feeds["attention_mask"])
     assert cosine.mean() >= 0.99 and cosine.min() >= 0.98, cosine
-    assert (Path(handle.path) / "model.onnx").stat().st_size < 0.8 * (Path(optimized.path) / "model.onnx").stat().st_size
+    assert (Path(handle.path) / "model.onnx").stat().st_size < 0.8 * (
+        Path(optimized.path) / "model.onnx"
+    ).stat().st_size
 
 
 @pytest.mark.slow
@@ -426,7 +498,11 @@ def test_minilm_workflow_writes_output_and_reruns_cached(minilm_dir, tmp_path):
     assert (out / "model.onnx").is_file() and (out / "tokenizer.json").is_file()
     assert [n.from_cache for n in first.flows[0].nodes] == [False, False, False]
     footprint = json.loads((tmp_path / "out" / "footprint.json").read_text())
-    assert [n["pass_type"] for n in footprint["nodes"]] == ["OnnxConversion", "OrtTransformersOptimization", "OnnxDynamicQuantization"]
+    assert [n["pass_type"] for n in footprint["nodes"]] == [
+        "OnnxConversion",
+        "OrtTransformersOptimization",
+        "OnnxDynamicQuantization",
+    ]
 
     second = run_workflow(config, summary=False)
     assert [n.from_cache for n in second.flows[0].nodes] == [True, True, True]

@@ -21,11 +21,18 @@ def int4_builds(tmp_path_factory, tiny_llama_dir) -> dict[int, Path]:
     root = tmp_path_factory.mktemp("int4")
     folders = {}
     for level in (1, 4):
-        builder = {"type": "ModelBuilder", "precision": "int4", "execution_provider": "CPUExecutionProvider",
-                   "int4_accuracy_level": level}
-        config = {"input_model": {"type": "HfModel", "model_path": str(tiny_llama_dir)},
-                  "passes": {"builder": builder},
-                  "output_dir": str(root / str(level)), "cache_dir": str(root / "cache")}
+        builder = {
+            "type": "ModelBuilder",
+            "precision": "int4",
+            "execution_provider": "CPUExecutionProvider",
+            "int4_accuracy_level": level,
+        }
+        config = {
+            "input_model": {"type": "HfModel", "model_path": str(tiny_llama_dir)},
+            "passes": {"builder": builder},
+            "output_dir": str(root / str(level)),
+            "cache_dir": str(root / "cache"),
+        }
         run(config, summary=False, log_level=3)
         folders[level] = root / str(level) / "model"
     return folders

@@ -40,7 +40,11 @@ def _edit_config(folder: Path, tmp_path: Path, edit) -> HfModel:
 def test_awq_quantization_config_is_the_autoawq_one(rtn_folder):
     qconfig = json.loads((rtn_folder / "config.json").read_text())["quantization_config"]
     assert {k: qconfig[k] for k in ("quant_method", "bits", "group_size", "zero_point", "version")} == {
-        "quant_method": "awq", "bits": 4, "group_size": 32, "zero_point": True, "version": "gemm",
+        "quant_method": "awq",
+        "bits": 4,
+        "group_size": 32,
+        "zero_point": True,
+        "version": "gemm",
     }
     config = json.loads((rtn_folder / "config.json").read_text())
     assert config["dtype"] == "float16"
@@ -50,7 +54,9 @@ def test_quantized_folder_is_much_smaller(tiny_llama_dir, rtn_folder):
     # the tiny model is mostly embeddings (kept float16); the Linear weights shrink ~7x
     quantized, _, _ = read_quantized(rtn_folder)
     assert {q.bits for q in quantized.values()} == {4}
-    assert (rtn_folder / "model.safetensors").stat().st_size < 0.5 * (tiny_llama_dir / "model.safetensors").stat().st_size
+    assert (rtn_folder / "model.safetensors").stat().st_size < 0.5 * (
+        tiny_llama_dir / "model.safetensors"
+    ).stat().st_size
 
 
 def test_other_quantization_methods_are_refused(rtn_folder, tmp_path):
@@ -76,7 +82,9 @@ def test_dynamic_overrides_use_one_pattern_per_module_kind():
     names = [f"model.layers.{i}.self_attn.{p}" for i in range(3) for p in ("q_proj", "o_proj")]
     quantized = {n: quantize_weight(w, Grid(4, 64 if "q_proj" in n else 128)) for n in names}
     quantized["model.layers.0.self_attn.o_proj"] = quantize_weight(w, Grid(4, 32))
-    dynamic = gptq_dynamic(quantized, ["model.layers.2.mlp.down_proj"], bits=4, group_size=128, sym=False, sym_of={})
+    dynamic = gptq_dynamic(
+        quantized, ["model.layers.2.mlp.down_proj"], bits=4, group_size=128, sym=False, sym_of={}
+    )
     assert dynamic == {
         r"+:model\.layers\.\d+\.self_attn\.q_proj\b": {"bits": 4, "group_size": 64, "sym": False},
         r"+:model\.layers\.0\.self_attn\.o_proj\b": {"bits": 4, "group_size": 32, "sym": False},
@@ -110,7 +118,9 @@ def test_sliding_window_scores_every_token_once(tiny_llama_dir):
             window = ids[start : start + 64].unsqueeze(0)
             nll += model(input_ids=window, labels=window).loss.item() * (window.shape[1] - 1)
             count += window.shape[1] - 1
-    assert perplexity(model, tokenizer, text, seq_len=64, stride=64) == pytest.approx(math.exp(nll / count), rel=1e-5)
+    assert perplexity(model, tokenizer, text, seq_len=64, stride=64) == pytest.approx(
+        math.exp(nll / count), rel=1e-5
+    )
     # overlapping windows score every token after the first exactly once, with more context
     assert math.isfinite(perplexity(model, tokenizer, text, seq_len=64, stride=16))
 

@@ -50,7 +50,9 @@ def _dequantise_by_hand(folder: Path) -> dict[str, torch.Tensor]:
         if config["quant_method"] == "awq":
             order = [0, 4, 1, 5, 2, 6, 3, 7]  # column j of a word sits in nibble order[j]
             codes = _unpack(tensors[key], 1).reshape(-1, scales.shape[1] // 8, 8)[:, :, order].flatten(1)
-            zeros = _unpack(tensors[f"{name}.qzeros"], 1).reshape(scales.shape[0], -1, 8)[:, :, order].flatten(1)
+            zeros = (
+                _unpack(tensors[f"{name}.qzeros"], 1).reshape(scales.shape[0], -1, 8)[:, :, order].flatten(1)
+            )
             g_idx = torch.arange(codes.shape[0]) // (codes.shape[0] // scales.shape[0])
         else:
             codes = _unpack(tensors[key], 0)
@@ -130,18 +132,36 @@ def test_ragged_layers_keep_per_module_groups_in_the_gptq_layout(tiny_llama_dir,
 
 
 def test_short_last_group_option_writes_ragged_gptq(tiny_llama_dir, tmp_path):
-    folder = Path(_run(rtn, tiny_llama_dir, tmp_path / "out", group_size=32, ragged_groups="short_last_group",
-                       overrides={"mlp.down_proj": {"group_size": 256}}).path)
+    folder = Path(
+        _run(
+            rtn,
+            tiny_llama_dir,
+            tmp_path / "out",
+            group_size=32,
+            ragged_groups="short_last_group",
+            overrides={"mlp.down_proj": {"group_size": 256}},
+        ).path
+    )
     tensors = load_file(str(folder / "model.safetensors"))
     # down_proj: 128 inputs in one short group of 256
     assert tensors["model.layers.0.mlp.down_proj.scales"].shape[0] == 1
     lm = load_causal_lm(HfModel(path=str(folder)))
-    assert torch.equal(lm.model.layers[0].mlp.down_proj.weight, _dequantise_by_hand(folder)["model.layers.0.mlp.down_proj"])
+    assert torch.equal(
+        lm.model.layers[0].mlp.down_proj.weight, _dequantise_by_hand(folder)["model.layers.0.mlp.down_proj"]
+    )
 
 
 def test_modules_to_not_convert_and_lm_head(tiny_llama_dir, tmp_path):
-    folder = Path(_run(rtn, tiny_llama_dir, tmp_path / "out", group_size=32, include_lm_head=True,
-                       modules_to_not_convert=["mlp.down_proj"]).path)
+    folder = Path(
+        _run(
+            rtn,
+            tiny_llama_dir,
+            tmp_path / "out",
+            group_size=32,
+            include_lm_head=True,
+            modules_to_not_convert=["mlp.down_proj"],
+        ).path
+    )
     config = json.loads((folder / "config.json").read_text())
     assert config["tie_word_embeddings"] is False
     assert config["quantization_config"]["modules_to_not_convert"] == ["mlp.down_proj"]
@@ -171,8 +191,10 @@ def test_gptq_act_order_records_g_idx(tiny_llama_dir, tmp_path):
     g_idx = load_file(str(folder / "model.safetensors"))["model.layers.0.self_attn.q_proj.g_idx"]
     assert sorted(g_idx.tolist()) == [i // 32 for i in range(64)] and g_idx.tolist() != sorted(g_idx.tolist())
     lm = load_causal_lm(HfModel(path=str(folder)))
-    assert torch.equal(lm.model.layers[0].self_attn.q_proj.weight, _dequantise_by_hand(folder)["model.layers.0.self_attn.q_proj"])
-
+    assert torch.equal(
+        lm.model.layers[0].self_attn.q_proj.weight,
+        _dequantise_by_hand(folder)["model.layers.0.self_attn.q_proj"],
+    )
 
 
 def _llama_with_outlier_channels(source: Path, out: Path) -> Path:
@@ -195,7 +217,15 @@ def test_gptq_act_scale_folds_awq_scales_and_gets_closer_to_the_float_model(tiny
         reference = load_causal_lm(HfModel(path=str(source)))(ids).logits
     errors, norms = {}, {}
     for act_scale in (False, True):
-        handle = _run(gptq, source, tmp_path / str(act_scale), group_size=32, act_scale=act_scale, dtype="float32", **CALIB)
+        handle = _run(
+            gptq,
+            source,
+            tmp_path / str(act_scale),
+            group_size=32,
+            act_scale=act_scale,
+            dtype="float32",
+            **CALIB,
+        )
         qconfig = json.loads((Path(handle.path) / "config.json").read_text())["quantization_config"]
         assert qconfig["meta"]["act_scale"] is act_scale and qconfig["quant_method"] == "gptq"
         lm = load_causal_lm(handle)
@@ -234,7 +264,9 @@ def test_ragged_groups_error_names_the_layer(tiny_llama_dir, tmp_path):
         _run(rtn, tiny_llama_dir, tmp_path / "out", ragged_groups="error")
 
 
-@pytest.mark.parametrize("options", [{"bits": 3}, {"group_size": 48}, {"group_size": 0}, {"sym": True, "zero_point": True}])
+@pytest.mark.parametrize(
+    "options", [{"bits": 3}, {"group_size": 48}, {"group_size": 0}, {"sym": True, "zero_point": True}]
+)
 def test_bad_options_are_refused_by_the_config(options):
     with pytest.raises(pydantic.ValidationError):
         awq.Config(**options)
@@ -284,8 +316,14 @@ def test_gptq_beats_rtn_on_outlier_channels():
         q = gptq_quantize(w, hessian(x), grid, damp_percent=0.01, block_size=128, desc_act=desc_act)
         assert _output_error(x, w, q.dequantize()) < 0.8 * rtn_error
     defaults = gptq.Config()  # with olivepress's diagonal damping and clipping search
-    q = gptq_quantize(w, hessian(x), grid, damp_percent=defaults.damp_percent, diag_damp=defaults.diag_damp,
-                      clip=defaults.clip)
+    q = gptq_quantize(
+        w,
+        hessian(x),
+        grid,
+        damp_percent=defaults.damp_percent,
+        diag_damp=defaults.diag_damp,
+        clip=defaults.clip,
+    )
     assert _output_error(x, w, q.dequantize()) < 0.8 * rtn_error
 
 
@@ -294,7 +332,9 @@ def test_awq_clip_search_never_does_worse_than_no_clipping():
     grid = Grid(bits=4, group_size=32)
     gram = group_gram(x, grid)
     clipped = clip_weight(w, search_clip(w, gram, grid, clip_grid=20, max_shrink=0.5), grid)
-    assert _output_error(x, w, fake_quantize(clipped, grid)) <= _output_error(x, w, fake_quantize(w, grid)) * (1 + 1e-6)
+    assert _output_error(x, w, fake_quantize(clipped, grid)) <= _output_error(
+        x, w, fake_quantize(w, grid)
+    ) * (1 + 1e-6)
 
 
 # --- the ORT GenAI model builder reads what the passes write -----------------------------
@@ -349,5 +389,7 @@ def test_awq_on_smollm2_with_the_seed_defaults(embedded_model_dir, tmp_path):
     text = heldout_text("heldout")[:4000]
     tokenizer = load_tokenizer(source)
     base = perplexity(load_causal_lm(source), tokenizer, text, seq_len=512, stride=512)
-    quantized = perplexity(load_causal_lm(HfModel(path=str(folder))), tokenizer, text, seq_len=512, stride=512)
+    quantized = perplexity(
+        load_causal_lm(HfModel(path=str(folder))), tokenizer, text, seq_len=512, stride=512
+    )
     assert base < quantized < 1.25 * base

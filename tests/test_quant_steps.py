@@ -54,7 +54,8 @@ def test_awq_searches_return_data_and_applying_keeps_the_float_function(tiny_lla
     assert all(torch.equal(before[name], tensor) for name, tensor in layer.state_dict().items())
     # v_proj (2 KV heads) is narrower than o_proj's input, so o_proj has no scale group.
     assert [s.group.linears for s in scales] == [
-        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["mlp.gate_proj", "mlp.up_proj"],
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"],
         ["mlp.down_proj"],
     ]
     assert set(clips) == set(grids) - {"self_attn.q_proj", "self_attn.k_proj"}  # the softmax amplifies q/k
@@ -78,8 +79,11 @@ def test_awq_layer_step_is_search_apply_search_round(tiny_llama_dir):
     capture = ["mlp.down_proj", "mlp.gate_proj", "self_attn.o_proj", "self_attn.q_proj"]
     _, xs = inputs.run(by_hand, capture=capture)
     awq.apply_scales(modules, awq.search_scales(by_hand, xs, grids, options, LLAMA), xs)
-    shared = {"self_attn.k_proj": "self_attn.q_proj", "self_attn.v_proj": "self_attn.q_proj",
-              "mlp.up_proj": "mlp.gate_proj"}
+    shared = {
+        "self_attn.k_proj": "self_attn.q_proj",
+        "self_attn.v_proj": "self_attn.q_proj",
+        "mlp.up_proj": "mlp.gate_proj",
+    }
     input_of = {n: n for n in grids} | shared
     by_steps = round_to_nearest(modules, grids, awq.search_clips(modules, xs, grids, options, input_of))
 
@@ -103,8 +107,18 @@ def test_plan_and_checkpoint_state_the_awq_layout_rule_alike(tiny_llama_dir):
 
 
 def test_quant_does_not_import_models_or_passes():
-    modules = ["activations", "awq", "calibration", "checkpoint", "gptq", "layout", "options", "plan",
-               "qconfig", "rtn"]
+    modules = [
+        "activations",
+        "awq",
+        "calibration",
+        "checkpoint",
+        "gptq",
+        "layout",
+        "options",
+        "plan",
+        "qconfig",
+        "rtn",
+    ]
     code = (
         "import sys\n"
         + "".join(f"import olivepress.quant.{m}\n" for m in modules)

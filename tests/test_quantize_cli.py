@@ -18,8 +18,19 @@ def quantize(*args: str, cwd: Path | None = None):
 
 def test_the_seed_labs_command_writes_an_autoawq_checkpoint(tiny_llama_dir, tmp_path):
     done = quantize(
-        "--model_name_or_path", str(tiny_llama_dir), "--trust_remote_code", "--algorithm", "awq",
-        "--output_path", "models/phi/awq", "--log_level", "1", "--group_size", "32", *CALIB, cwd=tmp_path,
+        "--model_name_or_path",
+        str(tiny_llama_dir),
+        "--trust_remote_code",
+        "--algorithm",
+        "awq",
+        "--output_path",
+        "models/phi/awq",
+        "--log_level",
+        "1",
+        "--group_size",
+        "32",
+        *CALIB,
+        cwd=tmp_path,
     )
     assert done.returncode == 0, done.stderr
     folder = tmp_path / "models" / "phi" / "awq" / "model"
@@ -30,8 +41,19 @@ def test_the_seed_labs_command_writes_an_autoawq_checkpoint(tiny_llama_dir, tmp_
 
 def test_calibration_data_from_flags(tiny_llama_dir, travel_data, tmp_path):
     done = quantize(
-        "-m", str(tiny_llama_dir), "--algorithm", "gptq", "--group_size", "32", *CALIB,
-        "--data_files", str(travel_data), "--text_template", "{prompt} {response}", "-o", str(tmp_path / "gptq"),
+        "-m",
+        str(tiny_llama_dir),
+        "--algorithm",
+        "gptq",
+        "--group_size",
+        "32",
+        *CALIB,
+        "--data_files",
+        str(travel_data),
+        "--text_template",
+        "{prompt} {response}",
+        "-o",
+        str(tmp_path / "gptq"),
     )
     assert done.returncode == 0, done.stderr
     qconfig = json.loads((tmp_path / "gptq" / "model" / "config.json").read_text())["quantization_config"]
@@ -54,6 +76,14 @@ def test_bad_flags_are_one_line_errors(tiny_llama_dir, tmp_path, flags, pattern)
 
 
 def test_a_template_field_the_data_lacks_is_named(tiny_llama_dir, travel_data, tmp_path):
-    done = quantize("-m", str(tiny_llama_dir), "-o", str(tmp_path / "out"), "--data_files", str(travel_data),
-                    "--text_template", "{question}")
+    done = quantize(
+        "-m",
+        str(tiny_llama_dir),
+        "-o",
+        str(tmp_path / "out"),
+        "--data_files",
+        str(travel_data),
+        "--text_template",
+        "{question}",
+    )
     assert_one_line_error(done, r"question.*(prompt|response)")

@@ -16,12 +16,25 @@ from olivepress.workflow.load import load_workflow
 from olivepress.workflow.search_config import Objective, SearchStrategyConfig
 from test_cli import assert_one_line_error, olivepress, write
 
-EVALUATOR = {"metrics": [
-    {"name": "ppl", "type": "perplexity", "seq_len": 64,
-     "sub_types": [{"name": "perplexity", "goal": {"type": "percent-max-degradation", "value": 10}}]},
-    {"name": "speed", "type": "throughput", "warmup_runs": 1, "timed_runs": 3, "prompt_tokens": 16, "decode_tokens": 8,
-     "sub_types": [{"name": "decode_tokens_per_s", "priority": 1}]},
-]}
+EVALUATOR = {
+    "metrics": [
+        {
+            "name": "ppl",
+            "type": "perplexity",
+            "seq_len": 64,
+            "sub_types": [{"name": "perplexity", "goal": {"type": "percent-max-degradation", "value": 10}}],
+        },
+        {
+            "name": "speed",
+            "type": "throughput",
+            "warmup_runs": 1,
+            "timed_runs": 3,
+            "prompt_tokens": 16,
+            "decode_tokens": 8,
+            "sub_types": [{"name": "decode_tokens_per_s", "priority": 1}],
+        },
+    ]
+}
 
 
 def _config(tmp_path: Path, model: Path, builder: dict, **engine) -> dict:
@@ -29,20 +42,35 @@ def _config(tmp_path: Path, model: Path, builder: dict, **engine) -> dict:
         "input_model": {"type": "PyTorchModel", "config": {"hf_config": {"model_name": str(model)}}},
         "passes": {"builder": {"type": "ModelBuilder", "config": {"precision": "int4", **builder}}},
         "evaluators": {"common": {"metrics": EVALUATOR["metrics"]}},
-        "engine": {"evaluator": "common", "cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / "out"), **engine},
+        "engine": {
+            "evaluator": "common",
+            "cache_dir": str(tmp_path / "cache"),
+            "output_dir": str(tmp_path / "out"),
+            **engine,
+        },
     }
 
 
 def test_search_dimensions_from_lists_categorical_and_searchable_values(tiny_llama_dir):
-    workflow = load_workflow({
-        "input_model": {"model_path": str(tiny_llama_dir)},
-        "passes": {
-            "builder": {"type": "ModelBuilder", "int4_block_size": [32, 64, 128],
-                        "int4_accuracy_level": {"type": "Categorical", "support": [0, 4]}},
-            "q": {"type": "OnnxMatMul4Quantizer", "is_symmetric": "SEARCHABLE_VALUES", "nodes_to_exclude": ["a", "b"]},
-        },
-        "evaluator": EVALUATOR, "search_strategy": {"objectives": ["speed.decode_tokens_per_s"]},
-    })
+    workflow = load_workflow(
+        {
+            "input_model": {"model_path": str(tiny_llama_dir)},
+            "passes": {
+                "builder": {
+                    "type": "ModelBuilder",
+                    "int4_block_size": [32, 64, 128],
+                    "int4_accuracy_level": {"type": "Categorical", "support": [0, 4]},
+                },
+                "q": {
+                    "type": "OnnxMatMul4Quantizer",
+                    "is_symmetric": "SEARCHABLE_VALUES",
+                    "nodes_to_exclude": ["a", "b"],
+                },
+            },
+            "evaluator": EVALUATOR,
+            "search_strategy": {"objectives": ["speed.decode_tokens_per_s"]},
+        }
+    )
     builder, quantizer = workflow.flows[0]
     assert builder.choices == {"int4_block_size": [32, 64, 128], "int4_accuracy_level": [0, 4]}
     # a list for an option that takes a list is that option's value, not a set of choices
@@ -53,8 +81,12 @@ def test_search_dimensions_from_lists_categorical_and_searchable_values(tiny_lla
 
 
 def test_joint_search_keeps_the_fastest_candidate_that_meets_the_goal(tmp_path, tiny_llama_dir):
-    config = _config(tmp_path, tiny_llama_dir, {"int4_block_size": [32, 64], "int4_accuracy_level": [0, 4]},
-                     search_strategy={"execution_order": "joint", "search_algorithm": "exhaustive"})
+    config = _config(
+        tmp_path,
+        tiny_llama_dir,
+        {"int4_block_size": [32, 64], "int4_accuracy_level": [0, 4]},
+        search_strategy={"execution_order": "joint", "search_algorithm": "exhaustive"},
+    )
     result = olivepress("run", "--config", write(tmp_path, config))
     assert result.returncode == 0, result.stderr
     out = tmp_path / "out"
@@ -91,8 +123,12 @@ def test_joint_search_keeps_the_fastest_candidate_that_meets_the_goal(tmp_path, 
 def test_tpe_sampler_evaluates_distinct_candidates_up_to_max_samples(tmp_path, tiny_llama_dir):
     from olivepress.api import run
 
-    config = _config(tmp_path, tiny_llama_dir, {"int4_block_size": [32, 64, 128], "int4_accuracy_level": [0, 4]},
-                     search_strategy={"sampler": "tpe", "max_samples": 3, "seed": 1})
+    config = _config(
+        tmp_path,
+        tiny_llama_dir,
+        {"int4_block_size": [32, 64, 128], "int4_accuracy_level": [0, 4]},
+        search_strategy={"sampler": "tpe", "max_samples": 3, "seed": 1},
+    )
     result = run(config, summary=False, log_level=3)
     (evaluation,) = result.footprint.evaluations
     points = [json.dumps(c["point"], sort_keys=True) for c in evaluation["candidates"]]
@@ -103,9 +139,15 @@ def _synthetic(points: list[dict], flow, strategy: dict) -> list[Candidate]:
     """Run the real search over a real flow with a cheap, known metric in place of a model."""
 
     def evaluate_point(point):
-        speed = point["builder.int4_block_size"] + 10 * point["builder.int4_accuracy_level"] + point.get("q.block_size", 0)
+        speed = (
+            point["builder.int4_block_size"]
+            + 10 * point["builder.int4_accuracy_level"]
+            + point.get("q.block_size", 0)
+        )
         points.append(point)
-        return Candidate(index=0, point=point, model=None, nodes=[], metrics={"s.x": MetricValue(speed, True)})
+        return Candidate(
+            index=0, point=point, model=None, nodes=[], metrics={"s.x": MetricValue(speed, True)}
+        )
 
     def evaluate_points(batch):
         return [evaluate_point(point) for point in batch]
@@ -115,14 +157,22 @@ def _synthetic(points: list[dict], flow, strategy: dict) -> list[Candidate]:
 
 
 def test_pass_by_pass_fixes_each_pass_in_turn(tiny_llama_dir):
-    workflow = load_workflow({
-        "input_model": {"model_path": str(tiny_llama_dir)},
-        "passes": {
-            "builder": {"type": "ModelBuilder", "precision": "fp32", "int4_block_size": [32, 64], "int4_accuracy_level": [0, 4]},
-            "q": {"type": "OnnxMatMul4Quantizer", "block_size": [16, 32, 64]},
-        },
-        "evaluator": EVALUATOR, "search_strategy": {"execution_order": "pass-by-pass"},
-    })
+    workflow = load_workflow(
+        {
+            "input_model": {"model_path": str(tiny_llama_dir)},
+            "passes": {
+                "builder": {
+                    "type": "ModelBuilder",
+                    "precision": "fp32",
+                    "int4_block_size": [32, 64],
+                    "int4_accuracy_level": [0, 4],
+                },
+                "q": {"type": "OnnxMatMul4Quantizer", "block_size": [16, 32, 64]},
+            },
+            "evaluator": EVALUATOR,
+            "search_strategy": {"execution_order": "pass-by-pass"},
+        }
+    )
     seen: list[dict] = []
     candidates = _synthetic(seen, workflow.flows[0], {"execution_order": "pass-by-pass"})
     assert len(candidates) == 4 + 3 - 1  # 2x2 for the builder, then 3 for q (one of them already seen)
@@ -130,7 +180,9 @@ def test_pass_by_pass_fixes_each_pass_in_turn(tiny_llama_dir):
     assert all(p["q.block_size"] == 16 for p in seen[:4])
     assert all(p["builder.int4_block_size"] == 64 and p["builder.int4_accuracy_level"] == 4 for p in seen[4:])
     assert choose(candidates, [Objective("s.x", True)]).point["q.block_size"] == 64
-    joint = _synthetic([], workflow.flows[0], {"execution_order": "joint", "sampler": "random", "max_samples": 5})
+    joint = _synthetic(
+        [], workflow.flows[0], {"execution_order": "joint", "sampler": "random", "max_samples": 5}
+    )
     assert len(joint) == 5
 
 
@@ -139,10 +191,19 @@ def test_goals_come_before_objectives_and_the_pareto_front():
         metrics = {"s.x": MetricValue(speed, True), "p.p": MetricValue(ppl, False)}
         return Candidate(index=index, point={}, model=None, nodes=[], metrics=metrics, goals={"p.p": met})
 
-    fast_bad, slow_good, mid_good, dominated = candidate(1, 9, 20, False), candidate(2, 5, 10, True), candidate(3, 7, 11, True), candidate(4, 4, 12, True)
+    fast_bad, slow_good, mid_good, dominated = (
+        candidate(1, 9, 20, False),
+        candidate(2, 5, 10, True),
+        candidate(3, 7, 11, True),
+        candidate(4, 4, 12, True),
+    )
     objectives = [Objective("s.x", True)]
     assert choose([fast_bad, slow_good, mid_good, dominated], objectives) is mid_good
-    mark_pareto([fast_bad, slow_good, mid_good, dominated], objectives, [GoalSpec("p.p", Goal(type="threshold", value=11), False)])
+    mark_pareto(
+        [fast_bad, slow_good, mid_good, dominated],
+        objectives,
+        [GoalSpec("p.p", Goal(type="threshold", value=11), False)],
+    )
     assert [c.pareto for c in (fast_bad, slow_good, mid_good, dominated)] == [True, True, True, False]
     assert choose([fast_bad], objectives) is fast_bad  # none meets the goals: the best there is
 
@@ -150,13 +211,34 @@ def test_goals_come_before_objectives_and_the_pareto_front():
 @pytest.mark.parametrize(
     ("builder", "engine", "message"),
     [
-        ({"int4_blocksize": [32, 64]}, {"search_strategy": {}}, "search option 'int4_blocksize' is not an option of ModelBuilder .*did you mean 'int4_block_size'"),
+        (
+            {"int4_blocksize": [32, 64]},
+            {"search_strategy": {}},
+            "search option 'int4_blocksize' is not an option of ModelBuilder .*did you mean "
+            "'int4_block_size'",
+        ),
         ({"int4_block_size": [32, 48]}, {"search_strategy": {}}, "int4_block_size"),
-        ({"int4_block_size": [32, 64]}, {"search_strategy": False}, "lists choices \\[32, 64\\] but search_strategy is False"),
-        ({"int4_block_size": [32, 64]}, {"search_strategy": {"objectives": [{"higher_is_better": True}]}}, "names no metric"),
-        ({"int4_block_size": [32, 64]}, {"search_strategy": {"objectives": ["speed.decode"]}}, "'speed.decode' names no metric the evaluator reports"),
+        (
+            {"int4_block_size": [32, 64]},
+            {"search_strategy": False},
+            "lists choices \\[32, 64\\] but search_strategy is False",
+        ),
+        (
+            {"int4_block_size": [32, 64]},
+            {"search_strategy": {"objectives": [{"higher_is_better": True}]}},
+            "names no metric",
+        ),
+        (
+            {"int4_block_size": [32, 64]},
+            {"search_strategy": {"objectives": ["speed.decode"]}},
+            "'speed.decode' names no metric the evaluator reports",
+        ),
         ({"int4_block_size": [32, 64]}, {"search_strategy": {"sampler": "bayes"}}, "sampler"),
-        ({"int4_block_size": [32, 64]}, {"search_strategy": {}, "evaluator": "commn"}, "evaluator 'commn' is not defined .*did you mean 'common'"),
+        (
+            {"int4_block_size": [32, 64]},
+            {"search_strategy": {}, "evaluator": "commn"},
+            "evaluator 'commn' is not defined .*did you mean 'common'",
+        ),
     ],
 )
 def test_configs_that_cannot_search_are_one_line_errors(tmp_path, tiny_llama_dir, builder, engine, message):
@@ -166,7 +248,10 @@ def test_configs_that_cannot_search_are_one_line_errors(tmp_path, tiny_llama_dir
 
 def test_search_needs_an_evaluator_and_an_objective(tmp_path, tiny_llama_dir):
     config = _config(tmp_path, tiny_llama_dir, {"int4_block_size": [32, 64]}, search_strategy={})
-    no_priority = [{**m, "sub_types": [{k: v for k, v in s.items() if k != "priority"} for s in m["sub_types"]]} for m in EVALUATOR["metrics"]]
+    no_priority = [
+        {**m, "sub_types": [{k: v for k, v in s.items() if k != "priority"} for s in m["sub_types"]]}
+        for m in EVALUATOR["metrics"]
+    ]
     with pytest.raises(OlivepressError, match="no objective"):
         load_workflow({**config, "evaluators": {"common": {"metrics": no_priority}}})
     del config["engine"]["evaluator"]
@@ -178,11 +263,14 @@ def test_the_pass_type_itself_can_be_searched(tiny_llama_dir):
     from olivepress.engine.search import dimensions, flow_at
 
     def workflow(quant: dict):
-        return load_workflow({
-            "input_model": {"model_path": str(tiny_llama_dir)},
-            "passes": {"quant": quant, "builder": {"type": "ModelBuilder"}},
-            "evaluator": EVALUATOR, "search_strategy": {},
-        })
+        return load_workflow(
+            {
+                "input_model": {"model_path": str(tiny_llama_dir)},
+                "passes": {"quant": quant, "builder": {"type": "ModelBuilder"}},
+                "evaluator": EVALUATOR,
+                "search_strategy": {},
+            }
+        )
 
     flow = workflow({"type": ["RTN", "AWQ"], "group_size": [32, 128]}).flows[0]
     assert dimensions(flow) == {"quant.type": ["RTN", "AWQ"], "quant.group_size": [32, 128]}
@@ -197,7 +285,10 @@ def test_an_evaluator_without_a_search_measures_the_one_result(tmp_path, tiny_ll
     from olivepress.api import run
 
     config = _config(tmp_path, tiny_llama_dir, {"int4_block_size": 32}, search_strategy=False)
-    config["evaluators"]["common"]["metrics"][0]["sub_types"][0]["goal"] = {"type": "threshold", "value": 1.0}  # unreachable
+    config["evaluators"]["common"]["metrics"][0]["sub_types"][0]["goal"] = {
+        "type": "threshold",
+        "value": 1.0,
+    }  # unreachable
     result = run(config, summary=False, log_level=3)
     (evaluation,) = result.footprint.evaluations
     (candidate,) = evaluation["candidates"]
@@ -213,11 +304,23 @@ def test_search_over_quantizers_rtn_and_awq_before_the_builder(tmp_path, tiny_ll
 
     config = {
         "input_model": {"model_path": str(tiny_llama_dir)},
-        "passes": {"quant": {"type": ["RTN", "AWQ"], "group_size": 32, "num_calib_samples": 2, "calib_seq_len": 32},
-                   "builder": {"type": "ModelBuilder", "precision": "int4"}},
-        "evaluator": {"metrics": [{"name": "ppl", "type": "perplexity", "seq_len": 64,
-                                   "sub_types": [{"name": "perplexity", "priority": 1}]}]},
-        "search_strategy": {}, "cache_dir": str(tmp_path / "cache"), "output_dir": str(tmp_path / "out"),
+        "passes": {
+            "quant": {"type": ["RTN", "AWQ"], "group_size": 32, "num_calib_samples": 2, "calib_seq_len": 32},
+            "builder": {"type": "ModelBuilder", "precision": "int4"},
+        },
+        "evaluator": {
+            "metrics": [
+                {
+                    "name": "ppl",
+                    "type": "perplexity",
+                    "seq_len": 64,
+                    "sub_types": [{"name": "perplexity", "priority": 1}],
+                }
+            ]
+        },
+        "search_strategy": {},
+        "cache_dir": str(tmp_path / "cache"),
+        "output_dir": str(tmp_path / "out"),
     }
     (evaluation,) = run(config, summary=False, log_level=3).footprint.evaluations
     candidates = evaluation["candidates"]

@@ -77,10 +77,15 @@ TINY_FAMILIES: dict[str, tuple[str, dict]] = {
     "phi3": ("Phi3Config", {"original_max_position_embeddings": 256}),  # fused qkv_proj, gate_up_proj
     "gemma": ("GemmaConfig", {"head_dim": 16}),
     "gemma2": ("Gemma2Config", {"head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8}),
-    "gemma3": ("Gemma3TextConfig", {
-        "head_dim": 16, "query_pre_attn_scalar": 16, "sliding_window": 8,
-        "layer_types": ["sliding_attention", "full_attention"],
-    }),
+    "gemma3": (
+        "Gemma3TextConfig",
+        {
+            "head_dim": 16,
+            "query_pre_attn_scalar": 16,
+            "sliding_window": 8,
+            "layer_types": ["sliding_attention", "full_attention"],
+        },
+    ),
     "olmo2": ("Olmo2Config", {}),
 }
 
@@ -94,9 +99,18 @@ def save_tiny_decoder(folder: Path, family: str, *, seed: int = 0) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     save_tiny_tokenizer(folder)
     config = getattr(transformers, config_class)(
-        vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=True,
-        bos_token_id=1, eos_token_id=2, pad_token_id=2, **extra,
+        vocab_size=384,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        **extra,
     )
     torch.manual_seed(seed)
     model = transformers.AutoModelForCausalLM.from_config(config).eval()
@@ -132,8 +146,13 @@ def save_tiny_bert(folder: Path) -> Path:
     save_tiny_tokenizer(folder)
     torch.manual_seed(0)
     config = BertConfig(
-        vocab_size=384, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128,
-        max_position_embeddings=128, type_vocab_size=2,
+        vocab_size=384,
+        hidden_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=128,
+        max_position_embeddings=128,
+        type_vocab_size=2,
     )
     BertModel(config).save_pretrained(folder)
     return folder

@@ -98,7 +98,10 @@ def quantize(
             f"--precision {precision} is not a weight-only precision this command writes; use int4 or int8"
         )
     options: dict[str, Any] = {
-        "type": pass_type, "bits": bits, "group_size": group_size, "seed": seed,
+        "type": pass_type,
+        "bits": bits,
+        "group_size": group_size,
+        "seed": seed,
         "include_lm_head": include_lm_head,
     }
     if sym:
@@ -116,7 +119,8 @@ def quantize(
         options["data_config"] = data.name
     config = {
         "input_model": {
-            "type": "HfModel", "model_path": str(model_name_or_path),
+            "type": "HfModel",
+            "model_path": str(model_name_or_path),
             "load_kwargs": {"trust_remote_code": True} if trust_remote_code else {},
         },
         "data_configs": [data.model_dump()] if data else [],
@@ -186,12 +190,20 @@ def finetune(
         for name in map(str, data_files if isinstance(data_files, list) else [data_files])
     ]
     data_flags = {
-        "data_files": files, "data_name": data_name, "text_template": text_template, "text_field": text_field,
-        "use_chat_template": use_chat_template, "max_seq_len": max_seq_len, "max_samples": max_samples,
+        "data_files": files,
+        "data_name": data_name,
+        "text_template": text_template,
+        "text_field": text_field,
+        "use_chat_template": use_chat_template,
+        "max_seq_len": max_seq_len,
+        "max_samples": max_samples,
         "corpus_strategy": corpus_strategy,
     }
     train_data = data_config_from_flags(split=split, name="train", **data_flags)
-    options: dict[str, Any] = {"type": pass_type, "train_data_config": train_data.model_dump(exclude_unset=True)}
+    options: dict[str, Any] = {
+        "type": pass_type,
+        "train_data_config": train_data.model_dump(exclude_unset=True),
+    }
     eval_data = None
     if isinstance(eval_split, str):  # a split of the data files, e.g. "train[90%:]"
         eval_data = data_config_from_flags(split=eval_split, name="eval", **data_flags)
@@ -263,10 +275,21 @@ def auto_opt(
 
     setup_logging(log_level)
     plan = plan_auto_opt(
-        model_name_or_path, output_path=output_path, adapter_path=adapter_path, adapter_name=adapter_name,
-        adapter_precision=adapter_precision, adapter_block_size=adapter_block_size, device=device, provider=provider, precision=precision, use_ort_genai=use_ort_genai,
-        int4_block_size=int4_block_size, int4_accuracy_level=int4_accuracy_level,
-        trust_remote_code=trust_remote_code, cache_dir=cache_dir, skip_check=skip_check,
+        model_name_or_path,
+        output_path=output_path,
+        adapter_path=adapter_path,
+        adapter_name=adapter_name,
+        adapter_precision=adapter_precision,
+        adapter_block_size=adapter_block_size,
+        device=device,
+        provider=provider,
+        precision=precision,
+        use_ort_genai=use_ort_genai,
+        int4_block_size=int4_block_size,
+        int4_accuracy_level=int4_accuracy_level,
+        trust_remote_code=trust_remote_code,
+        cache_dir=cache_dir,
+        skip_check=skip_check,
     )
     for message in plan.messages:
         console.print(message)
@@ -279,9 +302,15 @@ def auto_opt(
     return result
 
 
-def convert_adapters(adapter_path: str | Path, model: str | Path, output_path: str | Path,
-                     name: str | None = None, *, adapter_precision: str | None = None,
-                     symmetric: bool = True) -> Path:
+def convert_adapters(
+    adapter_path: str | Path,
+    model: str | Path,
+    output_path: str | Path,
+    name: str | None = None,
+    *,
+    adapter_precision: str | None = None,
+    symmetric: bool = True,
+) -> Path:
     """A PEFT LoRA adapter into an `.onnx_adapter` file for an auto-opt model (its output
     folder or model/ folder), as `olivepress convert-adapters`; with `name`, also registered
     in the model's adapters.json. The file stores the LoRA matrices at the precision the model
@@ -334,7 +363,7 @@ def evaluate(
     if workflow.evaluator is None:
         where = config if isinstance(config, str | Path) else "the workflow"
         raise OlivepressError(
-            f"{where} has no evaluator; add \"evaluator\" (or engine.evaluator) naming one under evaluators"
+            f'{where} has no evaluator; add "evaluator" (or engine.evaluator) naming one under evaluators'
         )
     model = input_handle(workflow)
     data_configs = {data.name: data for data in workflow.config.data_configs}
@@ -348,10 +377,14 @@ def evaluate(
     if summary:
         print_metrics(f"olivepress evaluate: {model.path}", results, text)
     output = Path(output_path or Path(workflow.config.output_dir).expanduser() / "metrics.json")
-    write_json(output, {
-        "model": model.model_dump(), "metrics": {name: value.to_dict() for name, value in results.items()},
-        "goals": text,
-    })
+    write_json(
+        output,
+        {
+            "model": model.model_dump(),
+            "metrics": {name: value.to_dict() for name, value in results.items()},
+            "goals": text,
+        },
+    )
     if summary:
         console.print(f"Results: {output}")
     return Evaluation(model=model, metrics=results, goals=text, met=met, output_path=output)
@@ -385,17 +418,25 @@ def benchmark(
     results = evaluate_model(model, evaluator, execution_provider=provider)
     if summary:
         print_metrics(f"olivepress benchmark: {model.path}", results)
-    write_json(output_path, {
-        "model": model.model_dump(), "settings": settings or {},
-        "metrics": {name: value.to_dict() for name, value in results.items()},
-    })
+    write_json(
+        output_path,
+        {
+            "model": model.model_dump(),
+            "settings": settings or {},
+            "metrics": {name: value.to_dict() for name, value in results.items()},
+        },
+    )
     if summary:
         console.print(f"Results: {output_path}")
     return Evaluation(model=model, metrics=results, output_path=Path(output_path))
 
 
 def package(
-    folder: str | Path, output_path: str | Path | None = None, *, name: str | None = None, version: str = "1",
+    folder: str | Path,
+    output_path: str | Path | None = None,
+    *,
+    name: str | None = None,
+    version: str = "1",
     adapters: dict[str, str | Path] | None = None,
 ) -> Path:
     """Pack an output folder (with `adapters`: name -> .onnx_adapter file) into a versioned
@@ -406,7 +447,11 @@ def package(
 
 
 def register(
-    path: str | Path, name: str, version: str | int | None = None, *, registry_uri: str | None = None,
+    path: str | Path,
+    name: str,
+    version: str | int | None = None,
+    *,
+    registry_uri: str | None = None,
     description: str | None = None,
 ) -> RegisteredVersion:
     """Register an output folder or package archive in MLflow as the next version of `name`,

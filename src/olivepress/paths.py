@@ -16,7 +16,9 @@ from olivepress.errors import OlivepressError
 def olivepress_home() -> Path:
     """Per-user folder for converted models and fingerprints (env OLIVEPRESS_HOME overrides)."""
     home = os.environ.get("OLIVEPRESS_HOME")
-    base = Path(home) if home else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "olivepress"
+    base = (
+        Path(home) if home else Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "olivepress"
+    )
     base.mkdir(parents=True, exist_ok=True)
     return base
 
@@ -109,5 +111,6 @@ def check_writable(folder: Path, what: str) -> None:
         probe.unlink()
     except OSError as exc:
         raise OlivepressError(
-            f"{what} {folder} is not writable ({exc.strerror} in {ancestor}); choose a folder you can write to"
+            f"{what} {folder} is not writable ({exc.strerror} in {ancestor}); choose a folder you can "
+            "write to"
         ) from None

@@ -27,7 +27,9 @@ PROVIDER_DEVICES = {
     "CoreMLExecutionProvider": "npu",
 }
 DEFAULT_PROVIDERS = {
-    "cpu": "CPUExecutionProvider", "gpu": "CUDAExecutionProvider", "npu": "QNNExecutionProvider",
+    "cpu": "CPUExecutionProvider",
+    "gpu": "CUDAExecutionProvider",
+    "npu": "QNNExecutionProvider",
 }
 
 # Providers that also run on devices other than their own: DirectML and WebGPU on whatever

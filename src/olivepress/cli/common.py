@@ -14,7 +14,7 @@ def normalize_argv(argv: list[str]) -> list[str]:
     normalized = []
     for token in argv:
         if token == "--":
-            normalized.extend(argv[len(normalized):])
+            normalized.extend(argv[len(normalized) :])
             break
         if token.startswith("--") and len(token) > 2:
             name, sep, value = token[2:].partition("=")
@@ -39,7 +39,11 @@ class ArgumentParser(argparse.ArgumentParser):
             flags = [t for t in message.split(":", 1)[1].split() if t.startswith("-")]
         else:
             # A misspelt flag is the real mistake when argparse complains of a missing one.
-            flags = [t.split("=")[0] for t in ArgumentParser.argv if t.startswith("--") and t.split("=")[0] not in known]
+            flags = [
+                t.split("=")[0]
+                for t in ArgumentParser.argv
+                if t.startswith("--") and t.split("=")[0] not in known
+            ]
             if flags:
                 message = f"unrecognized arguments: {' '.join(flags)}"
         if flags:
@@ -51,10 +55,16 @@ class ArgumentParser(argparse.ArgumentParser):
 def add_logging_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
     group.add_argument(
-        "--log_level", type=int, default=1, choices=range(5), metavar="{0..4}",
+        "--log_level",
+        type=int,
+        default=1,
+        choices=range(5),
+        metavar="{0..4}",
         help="0 debug (with tracebacks), 1 info (default), 2 warning, 3 error, 4 critical.",
     )
-    group.add_argument("--debug", action="store_true", help="Show debug output and full tracebacks (same as --log_level 0).")
+    group.add_argument(
+        "--debug", action="store_true", help="Show debug output and full tracebacks (same as --log_level 0)."
+    )
 
 
 def wants_traceback(args: argparse.Namespace) -> bool:

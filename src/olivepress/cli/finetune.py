@@ -27,8 +27,17 @@ example (the seed lab's step 2):
 # HF names that are olivepress's own flags here (--log_level 0..4, --debug), not TrainingArguments.
 _OWN_FLAGS = {"log_level", "debug"}
 # Pass options with a flag of their own (the rest of a method's options: a workflow config).
-PASS_FLAGS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules",
-              "num_processes", "nnodes", "node_rank", "master_addr", "master_port")
+PASS_FLAGS = (
+    "lora_r",
+    "lora_alpha",
+    "lora_dropout",
+    "target_modules",
+    "num_processes",
+    "nnodes",
+    "node_rank",
+    "master_addr",
+    "master_port",
+)
 
 
 def add_parser(commands) -> None:
@@ -38,47 +47,84 @@ def add_parser(commands) -> None:
 
     methods = command_passes("finetune")
     parser = commands.add_parser("finetune", help=HELP, description=HELP, epilog=EXAMPLE)
-    parser.add_argument("--method", default="lora", metavar="{" + ",".join(methods) + "}",
-                        help="Adapter method (default lora). qlora holds the base in 4-bit NF4 while training.")
-    parser.add_argument("-m", "--model_name_or_path", default="default",
-                        help="HF folder (float, AWQ or GPTQ), olivepress output folder, .gguf file, HF id in the local "
-                             "cache, or 'default' (embedded SmolLM2-135M-Instruct).")
-    parser.add_argument("--trust_remote_code", action="store_true", help="Allow the model's own code (off unless given).")
+    parser.add_argument(
+        "--method",
+        default="lora",
+        metavar="{" + ",".join(methods) + "}",
+        help="Adapter method (default lora). qlora holds the base in 4-bit NF4 while training.",
+    )
+    parser.add_argument(
+        "-m",
+        "--model_name_or_path",
+        default="default",
+        help="HF folder (float, AWQ or GPTQ), olivepress output folder, .gguf file, HF id in the local "
+        "cache, or 'default' (embedded SmolLM2-135M-Instruct).",
+    )
+    parser.add_argument(
+        "--trust_remote_code", action="store_true", help="Allow the model's own code (off unless given)."
+    )
 
     data = add_data_flags(parser, "training data", required=True)
-    data.add_argument("--eval_split", "--eval_dataset_size", dest="eval_split",
-                      help="Eval data for eval loss: a fraction (0.1) or count (20) held out of the training data, "
-                           "or a split of the files ('train[90%%:]'). Default: none.")
+    data.add_argument(
+        "--eval_split",
+        "--eval_dataset_size",
+        dest="eval_split",
+        help="Eval data for eval loss: a fraction (0.1) or count (20) held out of the training data, "
+        "or a split of the files ('train[90%%:]'). Default: none.",
+    )
     data.add_argument("--max_seq_len", type=int, help="Longest training sequence in tokens (default 1024).")
-    data.add_argument("--packing", action="store_true",
-                      help="Join all samples into one stream cut into max_seq_len chunks (Olive's 'join'); default: one "
-                           "sequence per sample, batched by length.")
+    data.add_argument(
+        "--packing",
+        action="store_true",
+        help="Join all samples into one stream cut into max_seq_len chunks (Olive's 'join'); default: one "
+        "sequence per sample, batched by length.",
+    )
 
     adapter = parser.add_argument_group("adapter")
     adapter.add_argument("--lora_r", type=int, help="Rank (default 16; 8 for loha/lokr).")
-    adapter.add_argument("--lora_alpha", type=float, help="Scale alpha; the update is scaled by alpha / r (default 2 x r).")
-    adapter.add_argument("--lora_dropout", type=float, help="Dropout on the adapter input (lora, qlora, dora; default 0.05).")
-    adapter.add_argument("--target_modules", help="Comma-separated Linear layer names, e.g. q_proj,v_proj "
-                                                  "(default: every attention and MLP projection).")
+    adapter.add_argument(
+        "--lora_alpha", type=float, help="Scale alpha; the update is scaled by alpha / r (default 2 x r)."
+    )
+    adapter.add_argument(
+        "--lora_dropout", type=float, help="Dropout on the adapter input (lora, qlora, dora; default 0.05)."
+    )
+    adapter.add_argument(
+        "--target_modules",
+        help="Comma-separated Linear layer names, e.g. q_proj,v_proj "
+        "(default: every attention and MLP projection).",
+    )
 
     processes = parser.add_argument_group("several processes (torch.distributed; see docs/distributed.md)")
-    processes.add_argument("--num_processes", type=int,
-                           help="Training processes on this machine, data-parallel (default 1); the global "
-                                "batch stays per_device_train_batch_size x gradient_accumulation_steps.")
-    processes.add_argument("--nnodes", type=int,
-                           help="Machines training together (default 1); run the same command on each with "
-                                "its own --node_rank.")
-    processes.add_argument("--node_rank", type=int,
-                           help="This machine's index, 0 to nnodes-1 (node 0 writes the adapter).")
+    processes.add_argument(
+        "--num_processes",
+        type=int,
+        help="Training processes on this machine, data-parallel (default 1); the global "
+        "batch stays per_device_train_batch_size x gradient_accumulation_steps.",
+    )
+    processes.add_argument(
+        "--nnodes",
+        type=int,
+        help="Machines training together (default 1); run the same command on each with its own --node_rank.",
+    )
+    processes.add_argument(
+        "--node_rank", type=int, help="This machine's index, 0 to nnodes-1 (node 0 writes the adapter)."
+    )
     processes.add_argument("--master_addr", help="Address of node 0 that all machines reach (with --nnodes).")
-    processes.add_argument("--master_port", type=int,
-                           help="Port on --master_addr where the machines meet (default 29500).")
+    processes.add_argument(
+        "--master_port", type=int, help="Port on --master_addr where the machines meet (default 29500)."
+    )
 
     training = parser.add_argument_group("training (Hugging Face TrainingArguments names)")
     _add_training_flags(training)
 
-    parser.add_argument("-o", "--output_path", required=True, help="Output folder: OUTPUT/model and OUTPUT/adapter.")
-    parser.add_argument("--cache_dir", default=".olivepress-cache", help="Cache of finished passes (default .olivepress-cache).")
+    parser.add_argument(
+        "-o", "--output_path", required=True, help="Output folder: OUTPUT/model and OUTPUT/adapter."
+    )
+    parser.add_argument(
+        "--cache_dir",
+        default=".olivepress-cache",
+        help="Cache of finished passes (default .olivepress-cache).",
+    )
     parser.add_argument("--clean_cache", action="store_true", help="Empty the cache before running.")
     add_logging_flags(parser)
     parser.set_defaults(execute=execute)
@@ -111,13 +157,25 @@ def execute(args: argparse.Namespace) -> int:
     if args.target_modules is not None:
         pass_options["target_modules"] = split_commas(args.target_modules)
     result = finetune(
-        args.model_name_or_path, method=args.method, data_files=split_commas(args.data_files),
-        data_name=args.data_name, split=args.split, eval_split=eval_split(args.eval_split),
-        text_template=args.text_template, text_field=args.text_field,
-        use_chat_template=args.use_chat_template, max_seq_len=args.max_seq_len, max_samples=args.max_samples,
-        corpus_strategy="join" if args.packing else "line-by-line", training_args=training_args,
-        pass_options=pass_options, trust_remote_code=args.trust_remote_code, output_path=args.output_path,
-        cache_dir=args.cache_dir, clean_cache=args.clean_cache, log_level=log_level,
+        args.model_name_or_path,
+        method=args.method,
+        data_files=split_commas(args.data_files),
+        data_name=args.data_name,
+        split=args.split,
+        eval_split=eval_split(args.eval_split),
+        text_template=args.text_template,
+        text_field=args.text_field,
+        use_chat_template=args.use_chat_template,
+        max_seq_len=args.max_seq_len,
+        max_samples=args.max_samples,
+        corpus_strategy="join" if args.packing else "line-by-line",
+        training_args=training_args,
+        pass_options=pass_options,
+        trust_remote_code=args.trust_remote_code,
+        output_path=args.output_path,
+        cache_dir=args.cache_dir,
+        clean_cache=args.clean_cache,
+        log_level=log_level,
     )
     adapter = getattr(result.model, "adapter_path", None)
     if adapter:

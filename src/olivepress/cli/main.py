@@ -25,7 +25,22 @@ from olivepress.cli import (
 from olivepress.cli.common import ArgumentParser, normalize_argv, wants_traceback
 from olivepress.errors import OlivepressError
 
-COMMANDS = (run, evaluate, benchmark, quantize, finetune, auto_opt, convert_adapters, generate, chat, serve, package, register, pull, schema)
+COMMANDS = (
+    run,
+    evaluate,
+    benchmark,
+    quantize,
+    finetune,
+    auto_opt,
+    convert_adapters,
+    generate,
+    chat,
+    serve,
+    package,
+    register,
+    pull,
+    schema,
+)
 
 DESCRIPTION = """\
 Make Hugging Face / PyTorch / GGUF models small, fast and task-tuned for ONNX Runtime and
@@ -57,7 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"olivepress {args.command}: error: {exc}\n")
         return 1
     except KeyboardInterrupt:
-        sys.stderr.write(f"olivepress {args.command}: interrupted; finished passes stay cached, a re-run resumes\n")
+        sys.stderr.write(
+            f"olivepress {args.command}: interrupted; finished passes stay cached, a re-run resumes\n"
+        )
         return 130
     except Exception as exc:  # an olivepress bug or an unexpected library failure
         if wants_traceback(args):

@@ -13,7 +13,10 @@ def add_parser(commands) -> None:
     parser = commands.add_parser("pull", help=HELP, description=HELP)
     parser.add_argument("model", help="models:/NAME/VERSION (VERSION may be 'latest').")
     parser.add_argument("-o", "--output_path", required=True, help="Folder to unpack into (new or empty).")
-    parser.add_argument("--registry_uri", help="MLflow tracking/registry URI (default: env OLIVEPRESS_REGISTRY_URI, else the local registry).")
+    parser.add_argument(
+        "--registry_uri",
+        help="MLflow tracking/registry URI (default: env OLIVEPRESS_REGISTRY_URI, else the local registry).",
+    )
     add_logging_flags(parser)
     parser.set_defaults(execute=execute)
 

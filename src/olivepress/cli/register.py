@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Register an output folder or package archive in an MLflow Model Registry (local SQLite one by default)."
+HELP = (
+    "Register an output folder or package archive in an MLflow Model Registry (local SQLite one by default)."
+)
 
 EPILOG = """\
 The seed's flags work as written; the local registry needs no server and lives in the
@@ -23,7 +25,10 @@ def add_parser(commands) -> None:
     parser.add_argument("--version", help="Version to create; must be the next one (default: the next one).")
     parser.add_argument("--path", required=True, help="Output folder or package archive.")
     parser.add_argument("--description", help="Version description (default: a summary of the manifest).")
-    parser.add_argument("--registry_uri", help="MLflow tracking/registry URI (default: env OLIVEPRESS_REGISTRY_URI, else the local registry).")
+    parser.add_argument(
+        "--registry_uri",
+        help="MLflow tracking/registry URI (default: env OLIVEPRESS_REGISTRY_URI, else the local registry).",
+    )
     # The seed's Azure flags name a workspace; they are accepted so its command runs, and say so.
     parser.add_argument("--resource_group", help=argparse.SUPPRESS)
     parser.add_argument("--workspace_name", help=argparse.SUPPRESS)
@@ -41,8 +46,10 @@ def execute(args: argparse.Namespace) -> int:
     if args.resource_group or args.workspace_name:
         logging.getLogger("olivepress").warning(
             "--resource_group/--workspace_name name an Azure ML workspace; olivepress registers in MLflow "
-            "(use --registry_uri for a shared server)")
-    found = register(args.path, args.name, args.version, registry_uri=args.registry_uri,
-                     description=args.description)
+            "(use --registry_uri for a shared server)"
+        )
+    found = register(
+        args.path, args.name, args.version, registry_uri=args.registry_uri, description=args.description
+    )
     console.print(f"Registered {found.uri} in {found.registry_uri}")
     return 0

@@ -11,7 +11,9 @@ HELP = "Print the JSON Schema of workflow configs (point your editor's JSON/YAML
 
 def add_parser(commands) -> None:
     parser = commands.add_parser("schema", help=HELP, description=HELP)
-    parser.add_argument("-o", "--output_path", help="Write the schema to this file instead of standard output.")
+    parser.add_argument(
+        "-o", "--output_path", help="Write the schema to this file instead of standard output."
+    )
     parser.set_defaults(execute=execute)
 
 

@@ -5,37 +5,74 @@ from __future__ import annotations
 import argparse
 import os
 
-HELP = "Serve an ORT GenAI model and its adapters over OpenAI's HTTP API (/v1/chat/completions, /v1/completions, /v1/models)."
+HELP = (
+    "Serve an ORT GenAI model and its adapters over OpenAI's HTTP API (/v1/chat/completions, "
+    "/v1/completions, /v1/models)."
+)
 
-EPILOG = """\
+EPILOG = (
+    """\
 The model is a folder (an olivepress output or an ORT GenAI folder), a package archive
 (olivepress package), or a registered model: models:/NAME/VERSION. A request's "model" field
 picks the adapter: the base model's id (see GET /v1/models) or an adapter's name.
 
   olivepress serve -m models/phi/onnx-ao --adapter travel=travel.onnx_adapter
-  curl localhost:8000/v1/chat/completions -d '{"model": "travel", "messages": [{"role": "user", "content": "Hi"}]}'
 """
+    "  curl localhost:8000/v1/chat/completions -d '"
+    '{"model": "travel", "messages": [{"role": "user", "content": "Hi"}]}'
+    "'\n"
+)
 
 
 def add_parser(commands) -> None:
     from olivepress.cli.common import add_logging_flags
 
     parser = commands.add_parser("serve", help=HELP, description=HELP, epilog=EPILOG)
-    parser.add_argument("-m", "--model", required=True,
-                        help="Model folder, package archive, or models:/NAME/VERSION from the registry.")
-    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=FILE",
-                        help="Serve an .onnx_adapter as model NAME (repeatable); adapters in the model's adapters.json are served too.")
-    parser.add_argument("--served_model_name", help="The base model's id in the API (default: the model folder's name).")
-    parser.add_argument("--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1; others need --api_key).")
+    parser.add_argument(
+        "-m",
+        "--model",
+        required=True,
+        help="Model folder, package archive, or models:/NAME/VERSION from the registry.",
+    )
+    parser.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help=(
+            "Serve an .onnx_adapter as model NAME (repeatable); adapters in the model's adapters.json are "
+            "served too."
+        ),
+    )
+    parser.add_argument(
+        "--served_model_name", help="The base model's id in the API (default: the model folder's name)."
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="Address to bind (default 127.0.0.1; others need --api_key)."
+    )
     parser.add_argument("--port", type=int, default=8000, help="Port (default 8000; 0 picks a free one).")
-    parser.add_argument("--api_key", default=os.environ.get("OLIVEPRESS_API_KEY"),
-                        help="Require 'Authorization: Bearer KEY' (default: env OLIVEPRESS_API_KEY).")
-    parser.add_argument("--parallel", type=int, default=8, help="Generations that run at the same time (default 8).")
-    parser.add_argument("--no_batching", action="store_true",
-                        help="One ORT GenAI generator per request instead of batching greedy requests together.")
-    parser.add_argument("--shutdown_timeout", type=float, default=30.0,
-                        help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM (default 30).")
-    parser.add_argument("--registry_uri", help="MLflow registry for models:/ names (default: the local olivepress registry).")
+    parser.add_argument(
+        "--api_key",
+        default=os.environ.get("OLIVEPRESS_API_KEY"),
+        help="Require 'Authorization: Bearer KEY' (default: env OLIVEPRESS_API_KEY).",
+    )
+    parser.add_argument(
+        "--parallel", type=int, default=8, help="Generations that run at the same time (default 8)."
+    )
+    parser.add_argument(
+        "--no_batching",
+        action="store_true",
+        help="One ORT GenAI generator per request instead of batching greedy requests together.",
+    )
+    parser.add_argument(
+        "--shutdown_timeout",
+        type=float,
+        default=30.0,
+        help="Seconds in-flight requests get to finish on Ctrl-C / SIGTERM (default 30).",
+    )
+    parser.add_argument(
+        "--registry_uri", help="MLflow registry for models:/ names (default: the local olivepress registry)."
+    )
     add_logging_flags(parser)
     parser.set_defaults(execute=execute)
 
@@ -68,8 +105,9 @@ def execute(args: argparse.Namespace) -> int:
     folder = local_model(args.model, registry_uri=args.registry_uri)
     model = GenAIModel(folder, adapters=parse_adapters(args.adapter))
     base_id = args.served_model_name or base_model_id(args.model, genai_folder(folder))
-    server = Server(model, base_id=base_id, api_key=args.api_key, parallel=args.parallel,
-                    batching=not args.no_batching)
+    server = Server(
+        model, base_id=base_id, api_key=args.api_key, parallel=args.parallel, batching=not args.no_batching
+    )
 
     def ready(port: int) -> None:
         console.print(f"Serving {', '.join(server.model_ids)} on http://{args.host}:{port}/v1 (Ctrl-C stops)")

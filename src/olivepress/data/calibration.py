@@ -77,7 +77,9 @@ def calibration_stream(
         # Olive's recipes name the hub's wikitext for calibration; it is not on this machine.
         log.warning(
             "data config '%s' names the hub's %s, which olivepress does not download; calibrating on the "
-            "shipped calibration text (English prose) instead", data_config.name, data_config.load_dataset_config.data_name,
+            "shipped calibration text (English prose) instead",
+            data_config.name,
+            data_config.load_dataset_config.data_name,
         )
         data_config = None
     if data_config is None:

@@ -21,14 +21,22 @@ class LoadDatasetConfig(_Strict):
 
     data_name: str = Field("json", description="Loader: json (also JSON lines), csv, parquet or text.")
     data_files: str | list[str] | dict[str, str | list[str]] | None = Field(
-        None, description="A local file, a list of files, or a split name -> files mapping (required but for wikitext)."
+        None,
+        description=(
+            "A local file, a list of files, or a split name -> files mapping (required but for wikitext)."
+        ),
     )
     split: str = Field("train", description="Which split of the loaded files to use.")
-    subset: str | None = Field(None, description="A hub data set's configuration (Olive's name); read with wikitext only.")
+    subset: str | None = Field(
+        None, description="A hub data set's configuration (Olive's name); read with wikitext only."
+    )
 
     @property
     def names_wikitext(self) -> bool:
-        """A hub wikitext data set (Olive's recipes calibrate on it); olivepress uses its shipped prose instead."""
+        """A hub wikitext data set (Olive's recipes calibrate on it).
+
+        olivepress uses its shipped prose instead.
+        """
         return self.data_files is None and self.data_name.lower().rsplit("/", 1)[-1] in WIKITEXT_NAMES
 
     @field_validator("data_files", mode="before")
@@ -53,9 +61,14 @@ class PreProcessDataConfig(_Strict):
     text_cols: list[str] | str | None = Field(None, description="Fields the template uses.")
     text_template: str | None = Field(None, description="Python-style template, e.g. '{prompt} {response}'.")
     text_field: str | None = Field(None, description="Use this one field as the text (no template).")
-    use_chat_template: bool = Field(False, description="Render a `messages` field with the tokenizer's chat template.")
+    use_chat_template: bool = Field(
+        False, description="Render a `messages` field with the tokenizer's chat template."
+    )
     corpus_strategy: Literal["join", "line-by-line"] = Field(
-        "join", description="join: concatenate samples and cut into source_max_len chunks; line-by-line: one sample each."
+        "join",
+        description=(
+            "join: concatenate samples and cut into source_max_len chunks; line-by-line: one sample each."
+        ),
     )
     source_max_len: int = Field(1024, gt=0, description="Tokens per sequence.")
     pad_to_max_len: bool = False

@@ -37,7 +37,8 @@ def load_records(config: DataConfig) -> datasets.Dataset:
     load = config.load_dataset_config
     if load.data_files is None:
         raise OlivepressError(
-            f"data config '{config.name}' names the hub data set '{load.data_name}' and no data_files; olivepress "
+            f"data config '{config.name}' names the hub data set '{load.data_name}' and no data_files; "
+            "olivepress "
             "reads local files: download the data and give data_files (wikitext works for calibration only)"
         )
     loader = _loader_name(load.data_name)
@@ -150,7 +151,8 @@ def _load(loader: str, data_files: str | list[str] | dict[str, list[str]], split
         message = str(exc).lower()
         if "corresponds to no data" in message:  # files with blank lines only
             raise OlivepressError(
-                f"the data set from {_describe(data_files)} has no records; give a file with at least one record"
+                f"the data set from {_describe(data_files)} has no records; give a file with at least "
+                "one record"
             ) from exc
         if "split" in message and exc.__cause__ is None:
             raise _split_error(split, data_files) from exc

@@ -26,7 +26,8 @@ def shipped_text(name: str) -> str:
     files = _text_files()
     if name not in files:
         raise OlivepressError(
-            f"no shipped text named '{name}'{did_you_mean(name, files)}; available: {', '.join(sorted(files))}"
+            f"no shipped text named '{name}'{did_you_mean(name, files)}; available: "
+            f"{', '.join(sorted(files))}"
         )
     return files[name].read_text(encoding="utf-8")
 
@@ -52,6 +53,7 @@ def example_data_path(name: str = "travel_qa") -> Path:
     files = {Path(f.name).stem: Path(str(f)) for f in folder.iterdir() if f.name.endswith(".jsonl")}
     if name not in files:
         raise OlivepressError(
-            f"no example data set named '{name}'{did_you_mean(name, files)}; available: {', '.join(sorted(files))}"
+            f"no example data set named '{name}'{did_you_mean(name, files)}; available: "
+            f"{', '.join(sorted(files))}"
         )
     return files[name]

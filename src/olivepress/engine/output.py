@@ -34,7 +34,10 @@ def prepare_output_dir(output_dir: Path) -> None:
 
 
 def write_output(
-    output_dir: Path, handle: ModelHandle, footprint: dict[str, Any], extras: Callable[[Path, dict[str, Any]], None] | None = None
+    output_dir: Path,
+    handle: ModelHandle,
+    footprint: dict[str, Any],
+    extras: Callable[[Path, dict[str, Any]], None] | None = None,
 ) -> ModelHandle:
     """Copy the final model out of the cache into ``output_dir``; returns the handle there.
 

@@ -20,7 +20,9 @@ def measured(evaluation: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def write_report(folder: Path, footprint: dict[str, Any], output_dir: Path) -> None:
-    evaluation = next((e for e in footprint.get("evaluations", []) if e.get("output_dir") == str(output_dir)), None)
+    evaluation = next(
+        (e for e in footprint.get("evaluations", []) if e.get("output_dir") == str(output_dir)), None
+    )
     plot = None
     if evaluation and evaluation.get("search") and len(measured(evaluation)) > 1:
         plot = pareto_plot(evaluation, folder / PLOT)
@@ -37,7 +39,8 @@ Section = tuple[str, list[str], list[str], list[list[str]]]
 def _sections(footprint: dict[str, Any], evaluation: dict[str, Any] | None, has_plot: bool) -> list[Section]:
     model = footprint["input_model"]
     intro = [
-        f"Input model: `{model.get('path')}` ({model.get('kind')}), target {footprint['device']} / {footprint['execution_provider']}.",
+        f"Input model: `{model.get('path')}` ({model.get('kind')}), target {footprint['device']} / "
+        f"{footprint['execution_provider']}.",
         f"Total time: {footprint['total_duration_s']:.1f} s.",
     ]
     output = footprint.get("output_model") or {}
@@ -45,12 +48,26 @@ def _sections(footprint: dict[str, Any], evaluation: dict[str, Any] | None, has_
         intro.append(f"Output model: `{output.get('path')}`.")
     sections: list[Section] = [("olivepress report", intro, [], [])]
     passes = [
-        [n["pass_name"] or "", n["pass_type"] or "", "cached" if n["from_cache"] else "ran",
-         "-" if n["from_cache"] else f"{n['duration_s']:.1f} s", _options(n["config"])]
+        [
+            n["pass_name"] or "",
+            n["pass_type"] or "",
+            "cached" if n["from_cache"] else "ran",
+            "-" if n["from_cache"] else f"{n['duration_s']:.1f} s",
+            _options(n["config"]),
+        ]
         for n in footprint["nodes"]
     ]
-    sections.append(("Passes", ["Every pass run for this workflow (a search runs some passes once per candidate; the cache shares common prefixes)."],
-                     ["pass", "type", "cache", "time", "options"], passes))
+    sections.append(
+        (
+            "Passes",
+            [
+                "Every pass run for this workflow (a search runs some passes once per candidate; the "
+                "cache shares common prefixes)."
+            ],
+            ["pass", "type", "cache", "time", "options"],
+            passes,
+        )
+    )
     if evaluation is None:
         return sections
     metrics = list(footprint.get("input_metrics") or {}) or list(measured(evaluation)[0]["metrics"])
@@ -59,7 +76,9 @@ def _sections(footprint: dict[str, Any], evaluation: dict[str, Any] | None, has_
     if footprint.get("input_metrics"):
         rows.append(["input", *(_fmt(footprint["input_metrics"][m]["value"]) for m in metrics), "", ""])
     for c in evaluation["candidates"]:
-        label = f"{c['index']}{' (chosen)' if c['index'] == evaluation['chosen'] else ''}: {_point(c['point'])}"
+        label = (
+            f"{c['index']}{' (chosen)' if c['index'] == evaluation['chosen'] else ''}: {_point(c['point'])}"
+        )
         if c.get("error"):
             rows.append([label, *(["failed"] * len(metrics)), f"failed: {c['error']}", ""])
             continue
@@ -67,18 +86,36 @@ def _sections(footprint: dict[str, Any], evaluation: dict[str, Any] | None, has_
         rows.append([label, *cells, "yes" if c["meets_goals"] else "no", "yes" if c["pareto"] else ""])
     notes = []
     if evaluation["goals"]:
-        notes.append("Goals: " + "; ".join(f"{m} {text}" for m, text in evaluation["goals"].items()) + ". ✗ marks a missed goal.")
+        notes.append(
+            "Goals: "
+            + "; ".join(f"{m} {text}" for m, text in evaluation["goals"].items())
+            + ". ✗ marks a missed goal."
+        )
     if evaluation["objectives"]:
-        notes.append("Objectives (in priority order): " + ", ".join(
-            f"{o['metric']} ({'higher' if o['higher_is_better'] else 'lower'} is better)" for o in evaluation["objectives"]))
+        notes.append(
+            "Objectives (in priority order): "
+            + ", ".join(
+                f"{o['metric']} ({'higher' if o['higher_is_better'] else 'lower'} is better)"
+                for o in evaluation["objectives"]
+            )
+        )
     if evaluation.get("search"):
         s = evaluation["search"]
-        notes.append(f"Search: {s['execution_order']}, sampler {s['sampler']}, {len(evaluation['candidates'])} candidate(s) over "
-                     + ", ".join(f"{k} in {v}" for k, v in evaluation["dimensions"].items()) + ".")
+        notes.append(
+            (
+                f"Search: {s['execution_order']}, sampler {s['sampler']}, {len(evaluation['candidates'])} "
+                "candidate(s) over "
+            )
+            + ", ".join(f"{k} in {v}" for k, v in evaluation["dimensions"].items())
+            + "."
+        )
     sections.append(("Metrics", notes, header, rows))
     chosen = [f"Kept {evaluation['reason']}."]
     if has_plot:
-        chosen.append(f"The Pareto plot ({PLOT}) shows every candidate; the front joins those no other candidate beats on every objective and goal metric.")
+        chosen.append(
+            f"The Pareto plot ({PLOT}) shows every candidate; the front joins those no other candidate "
+            "beats on every objective and goal metric."
+        )
     sections.append(("Chosen model", chosen, [], []))
     return sections
 
@@ -127,16 +164,22 @@ def _html(sections: list[Section], image: str | None) -> str:
         body += [f"<p>{_inline_code(p)}</p>" for p in paragraphs]
         if header:
             body.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
-            body += ["<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows]
+            body += [
+                "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows
+            ]
             body.append("</table>")
         if title == "Chosen model" and image:
             body.append(f'<img alt="Pareto plot" src="data:image/png;base64,{image}">')
     style = (
         "body{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}"
-        "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem .6rem;text-align:left}"
+        "table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding:.3rem "
+        ".6rem;text-align:left}"
         "th{background:#f3f3f3}code{background:#f3f3f3;padding:0 .2rem}img{max-width:100%}"
     )
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>olivepress report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>olivepress "
+        f"report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def _inline_code(text: str) -> str:
@@ -166,14 +209,22 @@ def pareto_plot(evaluation: dict[str, Any], path: Path) -> Path:
     ax.scatter(xs, ys, c=colours, s=40, zorder=3, label="candidate (grey: misses a goal)")
     front = sorted((x, y) for x, y, c in zip(xs, ys, candidates, strict=True) if c["pareto"])
     if len(front) > 1:
-        ax.plot([x for x, _ in front], [y for _, y in front], color="tab:orange", zorder=2, label="Pareto front")
+        ax.plot(
+            [x for x, _ in front], [y for _, y in front], color="tab:orange", zorder=2, label="Pareto front"
+        )
     for x, y, c in zip(xs, ys, candidates, strict=True):
         ax.annotate(_point(c["point"]), (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
         if c["index"] == evaluation["chosen"]:
             ax.scatter([x], [y], marker="*", s=260, color="tab:red", zorder=4, label="chosen")
     if x_metric and x_metric in evaluation["goals"]:
         bound = float(evaluation["goals"][x_metric].split()[1])
-        ax.axvline(bound, color="tab:red", linestyle="--", linewidth=1, label=f"goal: {x_metric} {evaluation['goals'][x_metric].split(' (')[0]}")
+        ax.axvline(
+            bound,
+            color="tab:red",
+            linestyle="--",
+            linewidth=1,
+            label=f"goal: {x_metric} {evaluation['goals'][x_metric].split(' (')[0]}",
+        )
     if y_metric in evaluation["goals"]:
         bound = float(evaluation["goals"][y_metric].split()[1])
         ax.axhline(bound, color="tab:red", linestyle=":", linewidth=1, label=f"goal on {y_metric}")

@@ -43,25 +43,36 @@ class WorkflowResult:
 
 def input_handle(workflow: Workflow) -> ModelHandle:
     spec = workflow.config.input_model
-    handle = resolve_model(spec.model_path, adapter_path=spec.adapter_path, task=spec.task, load_kwargs=spec.load_kwargs)
+    handle = resolve_model(
+        spec.model_path, adapter_path=spec.adapter_path, task=spec.task, load_kwargs=spec.load_kwargs
+    )
     if spec.is_onnx and handle.kind != "onnx":
-        raise OlivepressError(f"input_model has type {spec.type} but {handle.path} is not an ONNX model; use type HfModel")
+        raise OlivepressError(
+            f"input_model has type {spec.type} but {handle.path} is not an ONNX model; use type HfModel"
+        )
     if not spec.is_onnx and handle.kind == "onnx":
-        raise OlivepressError(f"input_model has type {spec.type} but {handle.path} is an ONNX model; use type OnnxModel")
+        raise OlivepressError(
+            f"input_model has type {spec.type} but {handle.path} is an ONNX model; use type OnnxModel"
+        )
     return handle
 
 
 def model_fingerprint(handle: ModelHandle) -> str:
     parts: list[object] = [handle.kind, folder_fingerprint(handle.folder)]
     if isinstance(handle, HfModel):
-        parts += [folder_fingerprint(Path(handle.adapter_path)) if handle.adapter_path else None, handle.load_kwargs]
+        parts += [
+            folder_fingerprint(Path(handle.adapter_path)) if handle.adapter_path else None,
+            handle.load_kwargs,
+        ]
     return text_fingerprint(*parts)
 
 
 ModelCheck = Callable[[ModelHandle], dict[str, Any]]
 
 
-def run_workflow(workflow: Workflow, *, clean_cache: bool = False, check: ModelCheck | None = None) -> WorkflowResult:
+def run_workflow(
+    workflow: Workflow, *, clean_cache: bool = False, check: ModelCheck | None = None
+) -> WorkflowResult:
     """Run every pass flow through the cache, then write each flow's output.
 
     `check`, when given, runs on each flow's final model before anything is written: what it
@@ -97,12 +108,19 @@ def run_workflow(workflow: Workflow, *, clean_cache: bool = False, check: ModelC
             footprint.checks[str(result.output_dir)] = check(result.model)
     footprint.total_duration_s = time.perf_counter() - started
     for result in flow_results:
-        footprint.outputs.append({"output_dir": str(result.output_dir), "model_id": result.nodes[-1].model_id if result.nodes else None})
+        footprint.outputs.append(
+            {
+                "output_dir": str(result.output_dir),
+                "model_id": result.nodes[-1].model_id if result.nodes else None,
+            }
+        )
     from olivepress.engine.report import write_report
 
     for result in flow_results:
         result.model = write_output(
-            result.output_dir, result.model, footprint.to_dict(),
+            result.output_dir,
+            result.model,
+            footprint.to_dict(),
             extras=lambda folder, data, out=result.output_dir: write_report(folder, data, out),
         )
     if config.packaging_config:
@@ -123,8 +141,12 @@ class _JobMaker:
 
     def __call__(self, flow: list[PlannedPass], *, evaluate: bool = True) -> CandidateJob:
         return CandidateJob(
-            flow=flow, source=self.source, fingerprint=self.fingerprint, cache_dir=self.cache_dir,
-            device=self.workflow.device, execution_provider=self.workflow.execution_provider,
+            flow=flow,
+            source=self.source,
+            fingerprint=self.fingerprint,
+            cache_dir=self.cache_dir,
+            device=self.workflow.device,
+            execution_provider=self.workflow.execution_provider,
             data_configs={data.name: data for data in self.workflow.config.data_configs},
             evaluator=self.workflow.evaluator if evaluate else None,
         )
@@ -165,7 +187,11 @@ def _only(outcomes: list[CandidateOutcome], what: str) -> CandidateOutcome:
 
 
 def _evaluate_flow(
-    flow: list[PlannedPass], workflow: Workflow, host: Host, jobs: _JobMaker, baseline: dict[str, Any],
+    flow: list[PlannedPass],
+    workflow: Workflow,
+    host: Host,
+    jobs: _JobMaker,
+    baseline: dict[str, Any],
 ) -> tuple[ModelHandle, list[FootprintNode], dict[str, Any], list[FootprintNode]]:
     """Run and evaluate the flow's candidates (one without a search); the chosen one's model and
     nodes, the evaluation record for the footprint, and every candidate's nodes."""
@@ -182,10 +208,18 @@ def _evaluate_flow(
             if outcome.error is None:
                 shown = (f"{name} {value.value:.4g}{value.unit}" for name, value in outcome.metrics.items())
                 log.info("  %s", ", ".join(shown))
-            candidates.append(searching.Candidate(
-                index=1, point=point, model=outcome.model, nodes=outcome.nodes, metrics=outcome.metrics,
-                goals=met, error=outcome.error, worker=outcome.worker,
-            ))
+            candidates.append(
+                searching.Candidate(
+                    index=1,
+                    point=point,
+                    model=outcome.model,
+                    nodes=outcome.nodes,
+                    metrics=outcome.metrics,
+                    goals=met,
+                    error=outcome.error,
+                    worker=outcome.worker,
+                )
+            )
         return candidates
 
     if workflow.search is not None:
@@ -203,7 +237,9 @@ def _evaluate_flow(
         "flow": [p.name for p in flow],
         "search": workflow.search.model_dump() if workflow.search is not None else None,
         "dimensions": searching.dimensions(flow),
-        "objectives": [{"metric": o.metric, "higher_is_better": o.higher_is_better} for o in workflow.objectives],
+        "objectives": [
+            {"metric": o.metric, "higher_is_better": o.higher_is_better} for o in workflow.objectives
+        ],
         "goals": goal_text,
         "candidates": [c.to_dict() for c in candidates],
         "chosen": chosen.index,

@@ -56,10 +56,19 @@ class Candidate:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "index": self.index, "point": self.point, "model_id": self.model_id, "meets_goals": self.meets_goals,
-            "goals": self.goals, "pareto": self.pareto, "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
-            "passes": [{"name": n.pass_name, "from_cache": n.from_cache, "duration_s": n.duration_s} for n in self.nodes],
-            "error": self.error, "worker": self.worker,
+            "index": self.index,
+            "point": self.point,
+            "model_id": self.model_id,
+            "meets_goals": self.meets_goals,
+            "goals": self.goals,
+            "pareto": self.pareto,
+            "metrics": {k: v.to_dict() for k, v in self.metrics.items()},
+            "passes": [
+                {"name": n.pass_name, "from_cache": n.from_cache, "duration_s": n.duration_s}
+                for n in self.nodes
+            ],
+            "error": self.error,
+            "worker": self.worker,
         }
 
 
@@ -73,13 +82,18 @@ class GoalSpec:
 def goal_specs(evaluator: EvaluatorConfig) -> list[GoalSpec]:
     return [
         GoalSpec(f"{m.name}.{s.name}", s.goal, m.higher_is_better(s))
-        for m in evaluator.metrics for s in m.resolved_sub_types() if s.goal is not None
+        for m in evaluator.metrics
+        for s in m.resolved_sub_types()
+        if s.goal is not None
     ]
 
 
-def check_goals(metrics: dict[str, MetricValue], goals: list[GoalSpec], baseline: dict[str, MetricValue]) -> dict[str, bool]:
+def check_goals(
+    metrics: dict[str, MetricValue], goals: list[GoalSpec], baseline: dict[str, MetricValue]
+) -> dict[str, bool]:
     return {
-        g.metric: goal_met(g.goal, metrics[g.metric].value, _base(baseline, g.metric), g.higher_is_better) for g in goals
+        g.metric: goal_met(g.goal, metrics[g.metric].value, _base(baseline, g.metric), g.higher_is_better)
+        for g in goals
     }
 
 
@@ -98,7 +112,9 @@ def dimensions(flow: list[PlannedPass]) -> dict[str, list[Any]]:
 def flow_at(flow: list[PlannedPass], point: Point) -> list[PlannedPass]:
     """The flow with its searched options set as `point` says."""
     return [
-        p.with_values({key: point[f"{p.name}.{key}"] for key in p.choices if f"{p.name}.{key}" in point}) if p.choices else p
+        p.with_values({key: point[f"{p.name}.{key}"] for key in p.choices if f"{p.name}.{key}" in point})
+        if p.choices
+        else p
         for p in flow
     ]
 
@@ -112,8 +128,13 @@ def _point_key(point: Point) -> str:
 
 
 def search(
-    flow: list[PlannedPass], strategy: SearchStrategyConfig, objectives: list[Objective],
-    goals: list[GoalSpec], baseline: dict[str, MetricValue], evaluate_points: EvaluatePoints, slots: int = 1,
+    flow: list[PlannedPass],
+    strategy: SearchStrategyConfig,
+    objectives: list[Objective],
+    goals: list[GoalSpec],
+    baseline: dict[str, MetricValue],
+    evaluate_points: EvaluatePoints,
+    slots: int = 1,
 ) -> list[Candidate]:
     """Evaluate candidates of `flow` as the strategy says; every candidate, in the order asked.
 
@@ -153,8 +174,14 @@ def search(
 
 
 def _sample(
-    dims: dict[str, list[Any]], strategy: SearchStrategyConfig, objectives: list[Objective], goals: list[GoalSpec],
-    baseline: dict[str, MetricValue], run: RunBatch, slots: int, fixed: Point,
+    dims: dict[str, list[Any]],
+    strategy: SearchStrategyConfig,
+    objectives: list[Objective],
+    goals: list[GoalSpec],
+    baseline: dict[str, MetricValue],
+    run: RunBatch,
+    slots: int,
+    fixed: Point,
 ) -> list[Candidate]:
     grid = [dict(zip(dims, values, strict=True)) for values in itertools.product(*dims.values())]
     budget = min(strategy.max_samples or len(grid), len(grid))
@@ -164,8 +191,15 @@ def _sample(
 
 
 def _optuna(
-    dims: dict[str, list[Any]], strategy: SearchStrategyConfig, objectives: list[Objective], goals: list[GoalSpec],
-    baseline: dict[str, MetricValue], budget: int, run: RunBatch, slots: int, fixed: Point,
+    dims: dict[str, list[Any]],
+    strategy: SearchStrategyConfig,
+    objectives: list[Objective],
+    goals: list[GoalSpec],
+    baseline: dict[str, MetricValue],
+    budget: int,
+    run: RunBatch,
+    slots: int,
+    fixed: Point,
 ) -> list[Candidate]:
     import optuna
 
@@ -183,7 +217,9 @@ def _optuna(
     study = optuna.create_study(
         directions=["maximize" if o.higher_is_better else "minimize" for o in objectives], sampler=sampler
     )
-    distributions = {name: optuna.distributions.CategoricalDistribution(values) for name, values in dims.items()}
+    distributions = {
+        name: optuna.distributions.CategoricalDistribution(values) for name, values in dims.items()
+    }
     tried: dict[str, Candidate] = {}
     draws = 0
     while len(tried) < budget and draws < budget * 20:  # samplers repeat points; a repeat costs a draw
@@ -210,9 +246,14 @@ def _violation(candidate: Candidate, goal: GoalSpec, baseline: dict[str, MetricV
 
 
 def _rank_key(candidate: Candidate, objectives: list[Objective]) -> tuple[Any, ...]:
-    return (not candidate.meets_goals, *(
-        -candidate.metrics[o.metric].value if o.higher_is_better else candidate.metrics[o.metric].value for o in objectives
-    ), candidate.index)
+    return (
+        not candidate.meets_goals,
+        *(
+            -candidate.metrics[o.metric].value if o.higher_is_better else candidate.metrics[o.metric].value
+            for o in objectives
+        ),
+        candidate.index,
+    )
 
 
 def choose(candidates: list[Candidate], objectives: list[Objective]) -> Candidate:
@@ -226,9 +267,17 @@ def choose(candidates: list[Candidate], objectives: list[Objective]) -> Candidat
     return min(measured, key=lambda c: _rank_key(c, objectives))
 
 
-def explain_choice(chosen: Candidate, candidates: list[Candidate], objectives: list[Objective], goal_text: dict[str, str]) -> str:
+def explain_choice(
+    chosen: Candidate, candidates: list[Candidate], objectives: list[Objective], goal_text: dict[str, str]
+) -> str:
     met = [c for c in candidates if c.meets_goals]
-    best_at = ", ".join(f"{o.metric} = {chosen.metrics[o.metric].value:.4g} ({'higher' if o.higher_is_better else 'lower'} is better)" for o in objectives)
+    best_at = ", ".join(
+        (
+            f"{o.metric} = {chosen.metrics[o.metric].value:.4g} "
+            f"({'higher' if o.higher_is_better else 'lower'} is better)"
+        )
+        for o in objectives
+    )
     goals = "; ".join(f"{name} {text}" for name, text in goal_text.items())
     if not objectives:  # no search: the flow's one result
         if not goal_text:
@@ -238,15 +287,26 @@ def explain_choice(chosen: Candidate, candidates: list[Candidate], objectives: l
     if not goal_text:
         why = f"best on {best_at} of {len(candidates)} candidate(s)"
     elif chosen.meets_goals:
-        why = f"meets every goal ({goals}); {len(met)} of {len(candidates)} candidate(s) do, and this one is best on {best_at}"
+        why = (
+            f"meets every goal ({goals}); {len(met)} of {len(candidates)} candidate(s) do, and this one is "
+            f"best on {best_at}"
+        )
     else:
-        why = f"NO candidate meets every goal ({goals}); this one is the best on {best_at} among all {len(candidates)}"
-    return f"candidate {chosen.index} ({', '.join(f'{k}={v}' for k, v in chosen.point.items()) or 'no options searched'}): {why}"
+        why = (
+            f"NO candidate meets every goal ({goals}); this one is the best on {best_at} among all "
+            f"{len(candidates)}"
+        )
+    return (
+        f"candidate {chosen.index} "
+        f"({', '.join(f'{k}={v}' for k, v in chosen.point.items()) or 'no options searched'}): {why}"
+    )
 
 
 def mark_pareto(candidates: list[Candidate], objectives: list[Objective], goals: list[GoalSpec]) -> None:
     """Mark the candidates no other candidate beats on every tracked metric."""
-    tracked = {o.metric: o.higher_is_better for o in objectives} | {g.metric: g.higher_is_better for g in goals}
+    tracked = {o.metric: o.higher_is_better for o in objectives} | {
+        g.metric: g.higher_is_better for g in goals
+    }
 
     def scores(c: Candidate) -> list[float]:
         return [c.metrics[m].value if higher else -c.metrics[m].value for m, higher in tracked.items()]

@@ -40,7 +40,9 @@ def _print_candidates(evaluation: dict[str, Any], input_metrics: dict[str, Any])
     shown = [o["metric"] for o in evaluation["objectives"]]
     shown += [m for m in evaluation["goals"] if m not in shown]
     shown = shown or list(measured(evaluation)[0]["metrics"])
-    table = Table(title="candidates" if evaluation.get("search") else "metrics", title_justify="left", show_edge=False)
+    table = Table(
+        title="candidates" if evaluation.get("search") else "metrics", title_justify="left", show_edge=False
+    )
     table.add_column("#")
     table.add_column("options")
     for metric in shown:
@@ -55,6 +57,8 @@ def _print_candidates(evaluation: dict[str, Any], input_metrics: dict[str, Any])
             table.add_row(str(c["index"]), options, *(["-"] * len(shown)), f"[red]failed[/]: {c['error']}")
             continue
         goals = "" if not c["goals"] else ("met" if c["meets_goals"] else "[red]missed[/]")
-        table.add_row(f"{c['index']}{mark}", options, *(f"{c['metrics'][m]['value']:.4g}" for m in shown), goals)
+        table.add_row(
+            f"{c['index']}{mark}", options, *(f"{c['metrics'][m]['value']:.4g}" for m in shown), goals
+        )
     console.print(table)
     console.print(f"Chosen: {evaluation['reason']}")

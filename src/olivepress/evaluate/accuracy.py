@@ -45,13 +45,17 @@ def rouge_l(candidate: str, reference: str) -> float:
 
 def score(answers: Sequence[str], references: Sequence[str]) -> dict[str, float]:
     count = len(references)
-    starts = sum(normalise(a)[: len(normalise(r))] == normalise(r) for a, r in zip(answers, references, strict=True))
+    starts = sum(
+        normalise(a)[: len(normalise(r))] == normalise(r) for a, r in zip(answers, references, strict=True)
+    )
     exact = sum(normalise(a) == normalise(r) for a, r in zip(answers, references, strict=True))
     rouge = sum(rouge_l(a, r) for a, r in zip(answers, references, strict=True))
     return {"accuracy_score": starts / count, "exact_match": exact / count, "rouge_l": rouge / count}
 
 
-def accuracy(backend: Backend, metric: MetricConfig, records: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+def accuracy(
+    backend: Backend, metric: MetricConfig, records: Sequence[Mapping[str, Any]]
+) -> dict[str, float]:
     rows = list(records)[: metric.max_samples or None]
     if not rows:
         raise OlivepressError(f"accuracy metric '{metric.name}' has no records to evaluate; check its data")
@@ -62,5 +66,10 @@ def accuracy(backend: Backend, metric: MetricConfig, records: Sequence[Mapping[s
             f"accuracy metric '{metric.name}': the records have no field(s) {', '.join(missing)} "
             f"(they have {', '.join(sorted(fields))}); set prompt_template and label_field"
         )
-    answers = [backend.generate(fill_template(metric.prompt_template, row), metric.max_new_tokens, metric.use_chat_template) for row in rows]
+    answers = [
+        backend.generate(
+            fill_template(metric.prompt_template, row), metric.max_new_tokens, metric.use_chat_template
+        )
+        for row in rows
+    ]
     return score(answers, [str(row[metric.label_field]) for row in rows])

@@ -38,11 +38,17 @@ def backend_name(model: ModelHandle, wanted: str = "auto") -> str:
             return "pytorch"
         return "ort-genai" if model.is_genai else "onnxruntime"
     if wanted == "pytorch" and not isinstance(model, HfModel):
-        raise OlivepressError(f"backend pytorch runs Hugging Face models, and {model.path} is ONNX; use backend auto")
+        raise OlivepressError(
+            f"backend pytorch runs Hugging Face models, and {model.path} is ONNX; use backend auto"
+        )
     if wanted in ("onnxruntime", "ort-genai") and isinstance(model, HfModel):
-        raise OlivepressError(f"backend {wanted} runs ONNX models, and {model.path} is a Hugging Face model; use backend auto")
+        raise OlivepressError(
+            f"backend {wanted} runs ONNX models, and {model.path} is a Hugging Face model; use backend auto"
+        )
     if wanted == "ort-genai" and not model.is_genai:
-        raise OlivepressError(f"backend ort-genai needs genai_config.json, which {model.path} lacks; use backend onnxruntime")
+        raise OlivepressError(
+            f"backend ort-genai needs genai_config.json, which {model.path} lacks; use backend onnxruntime"
+        )
     return wanted
 
 
@@ -68,7 +74,9 @@ class Backend:
         raise OlivepressError(f"the {self.name} backend cannot time a forward pass of this model")
 
     def logits(self, ids: list[int]) -> np.ndarray:
-        raise OlivepressError(f"the {self.name} backend gives no logits for perplexity; use backend onnxruntime or pytorch")
+        raise OlivepressError(
+            f"the {self.name} backend gives no logits for perplexity; use backend onnxruntime or pytorch"
+        )
 
     def generate(self, prompt: str, max_new_tokens: int, use_chat_template: bool) -> str:
         raise OlivepressError(f"the {self.name} backend cannot generate text for accuracy")
@@ -99,7 +107,10 @@ def hf_tokenizer(folder: Path, trust_remote_code: bool = False):
     try:
         return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
     except Exception as exc:
-        raise OlivepressError(f"no tokenizer could be loaded from {folder} ({type(exc).__name__}); copy the tokenizer files beside the model") from exc
+        raise OlivepressError(
+            f"no tokenizer could be loaded from {folder} ({type(exc).__name__}); copy the tokenizer "
+            "files beside the model"
+        ) from exc
 
 
 class TorchBackend(Backend):
@@ -189,10 +200,13 @@ class TorchBackend(Backend):
             ids = self.encode(prompt)
         with torch.no_grad():
             out = self.model.generate(
-                input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=self.tokenizer.eos_token_id,
+                input_ids=torch.tensor([ids]),
+                attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.eos_token_id,
             )
-        return self.tokenizer.decode(out[0, len(ids):], skip_special_tokens=True)
+        return self.tokenizer.decode(out[0, len(ids) :], skip_special_tokens=True)
 
 
 class SessionBackend(Backend):
@@ -238,9 +252,13 @@ class SessionBackend(Backend):
             elif name == "token_type_ids":
                 feed[name] = np.zeros((batch, seq), dtype=dtype)
             elif name in self.past_names:
-                feed[name] = past[name] if past else np.zeros(self._past_shape(meta.shape, batch), dtype=dtype)
+                feed[name] = (
+                    past[name] if past else np.zeros(self._past_shape(meta.shape, batch), dtype=dtype)
+                )
             else:
-                raise OlivepressError(f"{self.folder}: the model has an input '{name}' olivepress cannot fill for evaluation")
+                raise OlivepressError(
+                    f"{self.folder}: the model has an input '{name}' olivepress cannot fill for evaluation"
+                )
         return feed
 
     def _past_shape(self, shape: list[Any], batch: int) -> list[int]:
@@ -256,10 +274,15 @@ class SessionBackend(Backend):
             elif self.head_size is not None:
                 dims.append(self.head_size)
             else:
-                raise OlivepressError(f"{self.folder}: cannot tell the size of past key/value dimension '{dim}'; evaluate it as an ORT GenAI folder")
+                raise OlivepressError(
+                    f"{self.folder}: cannot tell the size of past key/value dimension '{dim}'; "
+                    "evaluate it as an ORT GenAI folder"
+                )
         return dims
 
-    def _run(self, ids: np.ndarray, past: dict[str, np.ndarray] | None = None, total: int | None = None) -> dict[str, np.ndarray]:
+    def _run(
+        self, ids: np.ndarray, past: dict[str, np.ndarray] | None = None, total: int | None = None
+    ) -> dict[str, np.ndarray]:
         total = total or ids.shape[1]
         outputs = self.session.run(None, self._feed(ids, past, total))
         return dict(zip(self.output_names, outputs, strict=True))
@@ -289,8 +312,10 @@ class SessionBackend(Backend):
 
     @property
     def context_length(self) -> int | None:
-        for name, key in (("genai_config.json", "context_length"),
-                          ("config.json", "max_position_embeddings")):
+        for name, key in (
+            ("genai_config.json", "context_length"),
+            ("config.json", "max_position_embeddings"),
+        ):
             file = self.folder / name
             if file.is_file():
                 config = json.loads(file.read_text())
@@ -390,7 +415,9 @@ class GenAIBackend(Backend):
     def generate(self, prompt: str, max_new_tokens: int, use_chat_template: bool) -> str:
         from olivepress.runtime.generate import SearchOptions
 
-        return self.genai.generate(prompt, SearchOptions(max_new_tokens=max_new_tokens), use_chat_template=use_chat_template).text
+        return self.genai.generate(
+            prompt, SearchOptions(max_new_tokens=max_new_tokens), use_chat_template=use_chat_template
+        ).text
 
 
 def _right_padded(rows: list[list[int]], pad_id: int = 0) -> list[list[int]]:
@@ -420,8 +447,11 @@ def _onnx_path(model: OnnxModel) -> Path:
 
 def _numpy_type(onnx_type: str) -> Any:
     return {
-        "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(float)": np.float32,
-        "tensor(float16)": np.float16, "tensor(bool)": np.bool_,
+        "tensor(int64)": np.int64,
+        "tensor(int32)": np.int32,
+        "tensor(float)": np.float32,
+        "tensor(float16)": np.float16,
+        "tensor(bool)": np.bool_,
     }.get(onnx_type, np.float32)
 
 

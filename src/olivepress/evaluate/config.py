@@ -24,7 +24,9 @@ from olivepress.errors import OlivepressError, did_you_mean
 MetricType = Literal[
     "latency", "throughput", "accuracy", "perplexity", "size_on_disk", "peak_memory", "custom", "lm_eval"
 ]
-GoalType = Literal["threshold", "min-improvement", "max-degradation", "percent-min-improvement", "percent-max-degradation"]
+GoalType = Literal[
+    "threshold", "min-improvement", "max-degradation", "percent-min-improvement", "percent-max-degradation"
+]
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,14 @@ class Family:
 
 
 FAMILIES: dict[str, Family] = {
-    "latency": Family(("avg", "p50", "p75", "p90", "p95", "p99", "min", "max"), ("avg", "p50", "p90", "p99"), "ms", False),
+    "latency": Family(
+        ("avg", "p50", "p75", "p90", "p95", "p99", "min", "max"), ("avg", "p50", "p90", "p99"), "ms", False
+    ),
     "throughput": Family(
-        ("decode_tokens_per_s", "prefill_tokens_per_s", "samples_per_s"), ("decode_tokens_per_s", "prefill_tokens_per_s"),
-        "/s", True,
+        ("decode_tokens_per_s", "prefill_tokens_per_s", "samples_per_s"),
+        ("decode_tokens_per_s", "prefill_tokens_per_s"),
+        "/s",
+        True,
     ),
     "accuracy": Family(("accuracy_score", "exact_match", "rouge_l"), ("accuracy_score",), "", True),
     "perplexity": Family(("perplexity",), ("perplexity",), "", False),
@@ -65,14 +71,20 @@ class Goal(_Strict):
     """A bar a sub-metric must clear: absolute (threshold) or relative to the input model's value."""
 
     type: GoalType
-    value: float = Field(..., ge=0, description="The threshold, or the allowed change (a percentage for percent-*).")
+    value: float = Field(
+        ..., ge=0, description="The threshold, or the allowed change (a percentage for percent-*)."
+    )
 
 
 class SubMetric(_Strict):
     name: str
     goal: Goal | None = None
-    priority: int | None = Field(None, ge=1, description="Rank as a search objective (1 first); none: not an objective.")
-    higher_is_better: bool | None = Field(None, description="Default: what the metric type says (custom: true).")
+    priority: int | None = Field(
+        None, ge=1, description="Rank as a search objective (1 first); none: not an objective."
+    )
+    higher_is_better: bool | None = Field(
+        None, description="Default: what the metric type says (custom: true)."
+    )
 
 
 class MetricConfig(_Strict):
@@ -80,12 +92,19 @@ class MetricConfig(_Strict):
 
     name: str
     type: MetricType
-    sub_types: list[SubMetric] = Field(default_factory=list, description="Default: the type's usual sub-types.")
+    sub_types: list[SubMetric] = Field(
+        default_factory=list, description="Default: the type's usual sub-types."
+    )
     backend: Literal["auto", "pytorch", "onnxruntime", "ort-genai"] = Field(
-        "auto", description="auto: PyTorch for HF models, ORT GenAI for ORT GenAI folders, ONNX Runtime otherwise."
+        "auto",
+        description="auto: PyTorch for HF models, ORT GenAI for ORT GenAI folders, ONNX Runtime otherwise.",
     )
     data_config: str | DataConfig | None = Field(
-        None, description="Data for accuracy and perplexity (a name under data_configs, or inline); perplexity defaults to shipped held-out text."
+        None,
+        description=(
+            "Data for accuracy and perplexity (a name under data_configs, or inline); perplexity defaults "
+            "to shipped held-out text."
+        ),
     )
     # timing
     warmup_runs: int = Field(3, ge=0, description="Untimed runs before the timed ones (latency, throughput).")
@@ -96,11 +115,17 @@ class MetricConfig(_Strict):
     seq_len: int = Field(128, ge=2, description="Tokens per non-LLM sample; perplexity window.")
     # accuracy / perplexity
     prompt_template: str = Field("{prompt}", description="Accuracy: the prompt a record becomes.")
-    label_field: str = Field("response", description="Accuracy: the record field holding the expected answer.")
+    label_field: str = Field(
+        "response", description="Accuracy: the record field holding the expected answer."
+    )
     max_new_tokens: int = Field(32, ge=1, description="Accuracy: tokens generated per prompt.")
-    use_chat_template: bool = Field(False, description="Accuracy: wrap the prompt in the model's chat template.")
+    use_chat_template: bool = Field(
+        False, description="Accuracy: wrap the prompt in the model's chat template."
+    )
     max_samples: int | None = Field(20, ge=1, description="Accuracy: records evaluated; perplexity: none.")
-    text: str | None = Field(None, description="Perplexity: a shipped held-out text's name (default 'heldout').")
+    text: str | None = Field(
+        None, description="Perplexity: a shipped held-out text's name (default 'heldout')."
+    )
     # lm_eval (the lm-evaluation-harness)
     task: str | None = Field(None, description="lm_eval: the task (or group) to run: 'olivepress_travel_mc'.")
     limit: float | None = Field(
@@ -120,10 +145,18 @@ class MetricConfig(_Strict):
         default_factory=list, description="lm_eval: folders of more task YAMLs (beside the shipped ones)."
     )
     # user code
-    user_script: str | None = Field(None, description="custom: Python file with the functions below (needs allow_user_code).")
-    evaluate_func: str | None = Field(None, description="custom: function(model_handle, **func_kwargs) -> float or {sub_type: float}.")
-    dataloader_func: str | None = Field(None, description="Function() -> records (accuracy) or text (perplexity), from user_script.")
-    func_kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the user functions.")
+    user_script: str | None = Field(
+        None, description="custom: Python file with the functions below (needs allow_user_code)."
+    )
+    evaluate_func: str | None = Field(
+        None, description="custom: function(model_handle, **func_kwargs) -> float or {sub_type: float}."
+    )
+    dataloader_func: str | None = Field(
+        None, description="Function() -> records (accuracy) or text (perplexity), from user_script."
+    )
+    func_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments for the user functions."
+    )
 
     @field_validator("sub_types", mode="before")
     @classmethod
@@ -138,24 +171,33 @@ class MetricConfig(_Strict):
         if self.type == "custom":
             if not (self.user_script and self.evaluate_func):
                 raise OlivepressError(
-                    f"custom metric '{self.name}' needs user_script (a Python file) and evaluate_func (a function in it)"
+                    f"custom metric '{self.name}' needs user_script (a Python file) and evaluate_func "
+                    "(a function in it)"
                 )
             if not self.sub_types:
-                raise OlivepressError(f"custom metric '{self.name}' needs sub_types: the names its function returns")
+                raise OlivepressError(
+                    f"custom metric '{self.name}' needs sub_types: the names its function returns"
+                )
         for sub in self.sub_types:
             if self.type not in ("custom", "lm_eval") and sub.name not in family.sub_types:
                 raise OlivepressError(
-                    f"metric '{self.name}' ({self.type}) has no sub-type '{sub.name}'{did_you_mean(sub.name, family.sub_types)}; "
+                    f"metric '{self.name}' ({self.type}) has no sub-type "
+                    f"'{sub.name}'{did_you_mean(sub.name, family.sub_types)}; "
                     f"known: {', '.join(family.sub_types)}"
                 )
         if self.type == "lm_eval" and not self.task:
             raise OlivepressError(
-                f"lm_eval metric '{self.name}' needs a task (e.g. \"task\": \"olivepress_travel_mc\")"
+                f'lm_eval metric \'{self.name}\' needs a task (e.g. "task": "olivepress_travel_mc")'
             )
         if self.dataloader_func and not self.user_script:
-            raise OlivepressError(f"metric '{self.name}' names dataloader_func but no user_script to find it in")
+            raise OlivepressError(
+                f"metric '{self.name}' names dataloader_func but no user_script to find it in"
+            )
         if self.type == "accuracy" and self.data_config is None and not self.dataloader_func:
-            raise OlivepressError(f"accuracy metric '{self.name}' needs a data_config (records with the prompt and the expected answer)")
+            raise OlivepressError(
+                f"accuracy metric '{self.name}' needs a data_config (records with the prompt and the "
+                "expected answer)"
+            )
         return self
 
     def resolved_sub_types(self) -> list[SubMetric]:
@@ -211,4 +253,6 @@ class EvaluatorConfig(_Strict):
             return by_name[ref], by_name[ref].resolved_sub_types()[0]
         names = self.metric_names()
         hint = did_you_mean(ref, names)
-        raise OlivepressError(f"'{ref}' names no metric the evaluator reports{hint}; known: {', '.join(names)}")
+        raise OlivepressError(
+            f"'{ref}' names no metric the evaluator reports{hint}; known: {', '.join(names)}"
+        )

@@ -57,10 +57,13 @@ def evaluate_model(
             if sub.name not in raw[metric.name]:
                 got = ", ".join(sorted(raw[metric.name])) or "nothing"
                 raise OlivepressError(
-                    f"metric '{metric.name}' gives no '{sub.name}' for {model.path} (it gives {got}); choose one of those sub-types"
+                    f"metric '{metric.name}' gives no '{sub.name}' for {model.path} (it gives {got}); "
+                    "choose one of those sub-types"
                 )
             unit = FAMILIES[metric.type].unit
-            results[f"{metric.name}.{sub.name}"] = MetricValue(float(raw[metric.name][sub.name]), metric.higher_is_better(sub), unit)
+            results[f"{metric.name}.{sub.name}"] = MetricValue(
+                float(raw[metric.name][sub.name]), metric.higher_is_better(sub), unit
+            )
     return results
 
 
@@ -73,7 +76,9 @@ def _reported_sub_types(metric: MetricConfig, measured: Mapping[str, float]) -> 
     return subs
 
 
-def _backend(model: ModelHandle, metric: MetricConfig, backends: dict[str, Backend], provider: str) -> Backend:
+def _backend(
+    model: ModelHandle, metric: MetricConfig, backends: dict[str, Backend], provider: str
+) -> Backend:
     name = backend_name(model, metric.backend)
     if name not in backends:
         backends[name] = open_backend(model, name, provider)
@@ -81,8 +86,12 @@ def _backend(model: ModelHandle, metric: MetricConfig, backends: dict[str, Backe
 
 
 def _measure(
-    model: ModelHandle, metric: MetricConfig, backends: dict[str, Backend], timings: dict[tuple[Any, ...], Any],
-    data_configs: Mapping[str, DataConfig], provider: str,
+    model: ModelHandle,
+    metric: MetricConfig,
+    backends: dict[str, Backend],
+    timings: dict[tuple[Any, ...], Any],
+    data_configs: Mapping[str, DataConfig],
+    provider: str,
 ) -> dict[str, float]:
     from olivepress.evaluate import footprint_metrics, timing
 
@@ -99,8 +108,15 @@ def _measure(
     backend = _backend(model, metric, backends, provider)
     if metric.type in ("latency", "throughput"):
         # Latency and throughput with the same settings read the same timed runs: half the time.
-        key = (backend.name, metric.warmup_runs, metric.timed_runs, metric.prompt_tokens, metric.decode_tokens,
-               metric.batch_size, metric.seq_len)
+        key = (
+            backend.name,
+            metric.warmup_runs,
+            metric.timed_runs,
+            metric.prompt_tokens,
+            metric.decode_tokens,
+            metric.batch_size,
+            metric.seq_len,
+        )
         if key not in timings:
             timings[key] = timing.measure(backend, metric)
         if metric.type == "latency":
@@ -110,12 +126,18 @@ def _measure(
         from olivepress.evaluate.perplexity import perplexity_of_logits
 
         ids = backend.encode(_text(metric, data_configs))
-        return {"perplexity": perplexity_of_logits(backend.logits, ids, metric.seq_len, max(metric.seq_len // 2, 1))}
+        return {
+            "perplexity": perplexity_of_logits(
+                backend.logits, ids, metric.seq_len, max(metric.seq_len // 2, 1)
+            )
+        }
     if metric.type == "accuracy":
         from olivepress.evaluate.accuracy import accuracy
 
         return accuracy(backend, metric, _records(metric, data_configs))
-    raise OlivepressError(f"metric type '{metric.type}' is not measured yet")  # unreachable: the config checks types
+    raise OlivepressError(
+        f"metric type '{metric.type}' is not measured yet"
+    )  # unreachable: the config checks types
 
 
 def _peak_memory(model: ModelHandle, metric: MetricConfig, provider: str) -> float:
@@ -141,7 +163,10 @@ def _data(metric: MetricConfig, data_configs: Mapping[str, DataConfig]) -> DataC
         return ref
     if ref not in data_configs:
         known = ", ".join(sorted(data_configs)) or "none"
-        raise OlivepressError(f"metric '{metric.name}' names data config '{ref}', which is not under data_configs (defined: {known})")
+        raise OlivepressError(
+            f"metric '{metric.name}' names data config '{ref}', which is not under data_configs "
+            f"(defined: {known})"
+        )
     return data_configs[ref]
 
 
@@ -181,9 +206,14 @@ def _custom(model: ModelHandle, metric: MetricConfig) -> dict[str, float]:
     except OlivepressError:
         raise
     except Exception as exc:
-        raise OlivepressError(f"custom metric '{metric.name}': {metric.evaluate_func} failed: {type(exc).__name__}: {exc}") from exc
+        raise OlivepressError(
+            f"custom metric '{metric.name}': {metric.evaluate_func} failed: {type(exc).__name__}: {exc}"
+        ) from exc
     if isinstance(value, int | float):
         return {metric.resolved_sub_types()[0].name: float(value)}
     if isinstance(value, Mapping):
         return {str(k): float(v) for k, v in value.items()}
-    raise OlivepressError(f"custom metric '{metric.name}': {metric.evaluate_func} returned {type(value).__name__}; return a number or a dict of numbers")
+    raise OlivepressError(
+        f"custom metric '{metric.name}': {metric.evaluate_func} returned {type(value).__name__}; "
+        "return a number or a dict of numbers"
+    )

@@ -20,7 +20,10 @@ def goal_bound(goal: Goal, baseline: float | None, higher_is_better: bool) -> fl
     if goal.type == "threshold":
         return goal.value
     if baseline is None:
-        raise OlivepressError(f"goal '{goal.type}' is relative to the input model, whose value is not known; evaluate the input model")
+        raise OlivepressError(
+            f"goal '{goal.type}' is relative to the input model, whose value is not known; evaluate "
+            "the input model"
+        )
     sign = 1 if higher_is_better else -1
     change = {
         "min-improvement": sign * goal.value,

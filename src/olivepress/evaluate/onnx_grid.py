@@ -36,13 +36,23 @@ class QuantizedWeights:
     def activation_summary(self) -> str:
         """What the quantized MatMuls compute in, e.g. "int8 activations (accuracy level 4) in 211 of 211"."""
         total = sum(self.accuracy_levels.values())
-        parts = [f"{_ACTIVATIONS.get(level, '?')} activations (accuracy level {level}) in {count} of {total}"
-                 for level, count in sorted(self.accuracy_levels.items())]
+        parts = [
+            f"{_ACTIVATIONS.get(level, '?')} activations (accuracy level {level}) in {count} of {total}"
+            for level, count in sorted(self.accuracy_levels.items())
+        ]
         return "; ".join(parts) + " quantized MatMuls" if parts else "no quantized MatMuls"
 
 
-def dequantize_blocks(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray | None, *, rows: int,
-                      columns: int, bits: int, block_size: int) -> np.ndarray:
+def dequantize_blocks(
+    codes: np.ndarray,
+    scales: np.ndarray,
+    zeros: np.ndarray | None,
+    *,
+    rows: int,
+    columns: int,
+    bits: int,
+    block_size: int,
+) -> np.ndarray:
     """[rows, columns] float32 from MatMulNBits-layout codes, per-block scales and zero points."""
     import torch
 
@@ -116,8 +126,14 @@ def read_quantized_weights(model_file: Path) -> QuantizedWeights:
                 continue
             zeros = array(node.input[3]) if len(node.input) > 3 else None
             found.weights[module] = dequantize_blocks(
-                codes, array(node.input[2]), zeros, rows=attrs["N"], columns=attrs["K"], bits=attrs["bits"],
-                block_size=attrs["block_size"])
+                codes,
+                array(node.input[2]),
+                zeros,
+                rows=attrs["N"],
+                columns=attrs["K"],
+                bits=attrs["bits"],
+                block_size=attrs["block_size"],
+            )
         elif node.op_type == "GatherBlockQuantized" and module is not None:
             codes = array(node.input[0])
             if codes is None or attrs.get("quantize_axis", 1) != 1 or attrs.get("gather_axis", 0) != 0:
@@ -129,8 +145,14 @@ def read_quantized_weights(model_file: Path) -> QuantizedWeights:
             rows = codes.shape[0]
             columns = codes.size * 8 // attrs.get("bits", 4) // rows
             found.weights[module] = dequantize_blocks(
-                codes, scales, zeros, rows=rows, columns=columns, bits=attrs.get("bits", 4),
-                block_size=attrs["block_size"])
+                codes,
+                scales,
+                zeros,
+                rows=rows,
+                columns=columns,
+                bits=attrs.get("bits", 4),
+                block_size=attrs["block_size"],
+            )
     return found
 
 
@@ -156,7 +178,7 @@ def put_weights(torch_model, weights: dict[str, np.ndarray]) -> list[str]:
             if not isinstance(base, torch.nn.Linear | torch.nn.Embedding):
                 break
             rows = base.weight.shape[0]
-            piece = torch.from_numpy(np.ascontiguousarray(weight[start: start + rows]))
+            piece = torch.from_numpy(np.ascontiguousarray(weight[start : start + rows]))
             start += rows
             if piece.shape != base.weight.shape:
                 break

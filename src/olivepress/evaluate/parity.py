@@ -108,8 +108,9 @@ def check_parity(
     report = ParityReport(prompts=len(prompts), same_grid=put_weights(on_grid, quantized.weights))
     fp32_only = set(quantized.accuracy_levels) <= {0, 1} and _float_type(onnx_model.folder) == "fp32"
     report.tolerance = FP32_TOLERANCE if fp32_only else LOW_PRECISION_TOLERANCE
-    report.difference_from = _difference_from(quantized.activation_summary(), fp32_only,
-                                              _float_type(onnx_model.folder))
+    report.difference_from = _difference_from(
+        quantized.activation_summary(), fp32_only, _float_type(onnx_model.folder)
+    )
     for name, peft_dir in [(BASE, None), *sorted((adapters or {}).items())]:
         given, grid = as_given, on_grid
         if peft_dir is not None:
@@ -135,12 +136,18 @@ def check_parity(
         greedy = SearchOptions(max_new_tokens=sample_tokens)
         sample = onnx_model.generate(prompts[0], greedy, adapter=name).text
         stacked = np.concatenate([d.ravel() for d in diffs])
-        report.variants.append(VariantParity(
-            adapter=name, max_abs_diff=float(stacked.max()), mean_abs_diff=float(stacked.mean()),
-            top1_agreement=agree / positions, sample=sample, positions=positions,
-            perplexity_pytorch=float(np.exp(np.concatenate(nll_given).mean())),
-            perplexity_onnx=float(np.exp(np.concatenate(nll_onnx).mean())),
-        ))
+        report.variants.append(
+            VariantParity(
+                adapter=name,
+                max_abs_diff=float(stacked.max()),
+                mean_abs_diff=float(stacked.mean()),
+                top1_agreement=agree / positions,
+                sample=sample,
+                positions=positions,
+                perplexity_pytorch=float(np.exp(np.concatenate(nll_given).mean())),
+                perplexity_onnx=float(np.exp(np.concatenate(nll_onnx).mean())),
+            )
+        )
         if peft_dir is not None:  # take the adapter off again for the next variant
             as_given, on_grid = given.unload(), grid.unload()
     return report
@@ -211,8 +218,9 @@ def _put_adapter_as_stored(peft_model, onnx_model, adapter: str) -> None:
         # ONNX holds A as [in, r] and B as [r, out] with PEFT's scaling folded into B.
         value = matrix.T if ab == "A" else matrix.T / lora.scaling[key]
         target = (lora.lora_A if ab == "A" else lora.lora_B)[key]
-        target.weight = torch.nn.Parameter(torch.from_numpy(value.copy()).to(target.weight.dtype),
-                                           requires_grad=False)
+        target.weight = torch.nn.Parameter(
+            torch.from_numpy(value.copy()).to(target.weight.dtype), requires_grad=False
+        )
 
 
 @dataclass
@@ -233,7 +241,9 @@ class OnnxParity:
         ]
 
 
-def check_onnx_parity(onnx_dir: Path, reference: HfModel, texts: tuple[str, ...] = DEFAULT_PROMPTS) -> OnnxParity:
+def check_onnx_parity(
+    onnx_dir: Path, reference: HfModel, texts: tuple[str, ...] = DEFAULT_PROMPTS
+) -> OnnxParity:
     """Run a plain ONNX model (the generic path's output) and PyTorch on the same texts and compare
     their first outputs per text, over real (unpadded) tokens."""
     import json
@@ -258,13 +268,17 @@ def check_onnx_parity(onnx_dir: Path, reference: HfModel, texts: tuple[str, ...]
     feeds = {}
     for value in session.get_inputs():
         array = encoded.get(value.name)
-        feeds[value.name] = (array if array is not None else np.zeros_like(encoded["input_ids"])).astype(np.int64)
+        feeds[value.name] = (array if array is not None else np.zeros_like(encoded["input_ids"])).astype(
+            np.int64
+        )
     try:
         actual = np.asarray(session.run(None, feeds)[0], dtype=np.float32)
     except Exception as exc:
         raise OlivepressError(f"the ONNX model in {onnx_dir} fails to run: {exc}") from exc
     with torch.no_grad():
-        output = load_for_task(reference, task)(**{name: torch.from_numpy(array) for name, array in feeds.items()})
+        output = load_for_task(reference, task)(
+            **{name: torch.from_numpy(array) for name, array in feeds.items()}
+        )
     expected = (output[0] if isinstance(output, tuple) else next(iter(output.values()))).float().numpy()
     mask = encoded["attention_mask"].astype(bool)
     cosines, diffs = [], []
@@ -276,6 +290,9 @@ def check_onnx_parity(onnx_dir: Path, reference: HfModel, texts: tuple[str, ...]
         diffs.append(float(np.abs(a - b).max()))
         cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12)))
     return OnnxParity(
-        task=task, provider=session.get_providers()[0], max_abs_diff=max(diffs),
-        min_cosine=min(cosines), mean_cosine=float(np.mean(cosines)),
+        task=task,
+        provider=session.get_providers()[0],
+        max_abs_diff=max(diffs),
+        min_cosine=min(cosines),
+        mean_cosine=float(np.mean(cosines)),
     )

@@ -76,7 +76,10 @@ def windows(length: int, seq_len: int, stride: int) -> Iterator[tuple[int, int, 
 
 
 def perplexity_of_logits(
-    logits_of: Callable[[list[int]], np.ndarray], ids: list[int], seq_len: int = 512, stride: int | None = None
+    logits_of: Callable[[list[int]], np.ndarray],
+    ids: list[int],
+    seq_len: int = 512,
+    stride: int | None = None,
 ) -> float:
     """Perplexity from any runtime: `logits_of(window ids)` returns [len, vocab] next-token logits
     (an ONNX Runtime session, ORT GenAI's decoder, PyTorch); same windows as `perplexity`."""

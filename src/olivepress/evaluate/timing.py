@@ -71,4 +71,8 @@ def throughput_values(timings: Timings, backend: Backend, metric: MetricConfig) 
     # Totals over all timed runs: a ratio of sums is steadier than a mean of ratios.
     prefill = metric.prompt_tokens * len(timings.prefill) / sum(timings.prefill)
     decode = metric.decode_tokens * len(timings.decode) / sum(timings.decode)
-    return {"prefill_tokens_per_s": prefill, "decode_tokens_per_s": decode, "samples_per_s": len(timings.runs) / sum(timings.runs)}
+    return {
+        "prefill_tokens_per_s": prefill,
+        "decode_tokens_per_s": decode,
+        "samples_per_s": len(timings.runs) / sum(timings.runs),
+    }

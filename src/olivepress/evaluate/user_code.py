@@ -32,7 +32,10 @@ def load_function(script: str, name: str, base_dir: Path | None = None) -> Calla
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path
     if not path.is_file():
-        raise OlivepressError(f"user_script {path} does not exist; check the path (a relative path starts at the current folder)")
+        raise OlivepressError(
+            f"user_script {path} does not exist; check the path (a relative path starts at the current "
+            "folder)"
+        )
     module_name = f"olivepress_user_{abs(hash(str(path.resolve())))}"
     module = sys.modules.get(module_name)
     if module is None:
@@ -42,7 +45,9 @@ def load_function(script: str, name: str, base_dir: Path | None = None) -> Calla
         try:
             spec.loader.exec_module(module)
         except Exception as exc:
-            raise OlivepressError(f"user_script {path} failed to import: {type(exc).__name__}: {exc}") from exc
+            raise OlivepressError(
+                f"user_script {path} failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
         sys.modules[module_name] = module
     func = getattr(module, name, None)
     if not callable(func):

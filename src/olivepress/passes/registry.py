@@ -35,10 +35,16 @@ PASSES: tuple[PassSpec, ...] = (
     PassSpec("RTN", "olivepress.passes.torch.rtn", ("Rtn",), command="quantize"),
     PassSpec("SelectiveMixedPrecision", "olivepress.passes.torch.selective_mixed_precision"),
     PassSpec("OnnxConversion", "olivepress.passes.onnx.export"),
-    PassSpec("OrtTransformersOptimization", "olivepress.passes.onnx.transformer_optimize", ("OrtTransformerOptimization",)),
+    PassSpec(
+        "OrtTransformersOptimization",
+        "olivepress.passes.onnx.transformer_optimize",
+        ("OrtTransformerOptimization",),
+    ),
     PassSpec("OnnxDynamicQuantization", "olivepress.passes.onnx.quantize_int8_dynamic"),
     PassSpec("OnnxStaticQuantization", "olivepress.passes.onnx.quantize_int8_static"),
-    PassSpec("OnnxMatMul4Quantizer", "olivepress.passes.onnx.quantize_int4", ("OnnxBlockWiseRtnQuantization",)),
+    PassSpec(
+        "OnnxMatMul4Quantizer", "olivepress.passes.onnx.quantize_int4", ("OnnxBlockWiseRtnQuantization",)
+    ),
     PassSpec("OnnxFloatToFloat16", "olivepress.passes.onnx.fp16"),
     PassSpec("GraphSurgeries", "olivepress.passes.onnx.graph_surgeries"),
     PassSpec("LoRA", "olivepress.passes.torch.lora.lora", command="finetune"),

@@ -141,7 +141,10 @@ def _relative_weight_mean(weights: list[torch.Tensor], grids: list[Grid]) -> tor
 
 
 def search_scales(
-    layer: nn.Module, xs: dict[str, torch.Tensor], grids: dict[str, Grid], options: ScaleSearchOptions,
+    layer: nn.Module,
+    xs: dict[str, torch.Tensor],
+    grids: dict[str, Grid],
+    options: ScaleSearchOptions,
     family: Family,
 ) -> list[GroupScale]:
     """Every group's scale for one decoder layer, searched on its float weights; the model is
@@ -188,7 +191,10 @@ def apply_scales(
 
 
 def scale_layer(
-    layer: nn.Module, xs: dict[str, torch.Tensor], grids: dict[str, Grid], options: ScaleSearchOptions,
+    layer: nn.Module,
+    xs: dict[str, torch.Tensor],
+    grids: dict[str, Grid],
+    options: ScaleSearchOptions,
     family: Family,
 ) -> None:
     """Step 1 on one decoder layer: search every group's scale, then apply them all."""

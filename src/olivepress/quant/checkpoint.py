@@ -44,7 +44,11 @@ def layout_problem(layout: str, name: str, q: QuantizedWeight, group_size: int) 
     if layout == "gptq":
         return gptq_problem(name, bits=q.bits, in_features=q.in_features, out_features=q.out_features)
     problem = awq_problem(
-        name, bits=q.bits, group_size=q.group_size, in_features=q.in_features, out_features=q.out_features,
+        name,
+        bits=q.bits,
+        group_size=q.group_size,
+        in_features=q.in_features,
+        out_features=q.out_features,
         layout_group_size=group_size,
     )
     in_order = torch.arange(q.in_features) // (q.in_features if group_size == -1 else group_size)

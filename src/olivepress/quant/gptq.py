@@ -130,17 +130,29 @@ def gptq_quantize(
 
 
 def _sweep_options(options: GptqOptions) -> dict[str, Any]:
-    return {"damp_percent": options.damp_percent, "diag_damp": options.diag_damp,
-            "block_size": options.block_size, "desc_act": options.desc_act, "clip": options.clip}
+    return {
+        "damp_percent": options.damp_percent,
+        "diag_damp": options.diag_damp,
+        "block_size": options.block_size,
+        "desc_act": options.desc_act,
+        "clip": options.clip,
+    }
 
 
 def _rows(q: QuantizedWeight, rows: slice) -> QuantizedWeight:
-    return QuantizedWeight(q.codes[rows].clone(), q.scales[rows].clone(), q.zeros[rows].clone(),
-                           q.g_idx.clone(), q.bits, q.group_size)
+    return QuantizedWeight(
+        q.codes[rows].clone(),
+        q.scales[rows].clone(),
+        q.zeros[rows].clone(),
+        q.g_idx.clone(),
+        q.bits,
+        q.group_size,
+    )
 
 
 def layer_quantizer(options: GptqOptions, family: Family | None) -> LayerQuantizer:
     """`family` (models/families.py) names the layers act_scale's AWQ scales fold into."""
+
     def quantize_layer(
         layer: nn.Module, inputs: LayerInputs, grids: dict[str, Grid]
     ) -> dict[str, QuantizedWeight]:

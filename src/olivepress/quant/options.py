@@ -108,7 +108,9 @@ class QuantOptions(BaseModel):
 
     # Olive's (and AutoAWQ's) names for these options.
     OLIVE_ALIASES: ClassVar[dict[str, str]] = {
-        "lm_head": "include_lm_head", "q_group_size": "group_size", "w_bit": "bits"
+        "lm_head": "include_lm_head",
+        "q_group_size": "group_size",
+        "w_bit": "bits",
     }
 
     @model_validator(mode="before")
@@ -197,7 +199,8 @@ class GptqOptions(ScaleSearchOptions):
         False, description="Act-order: round the most active input columns first (writes g_idx)."
     )
     diag_damp: float = Field(
-        1.0, ge=0,
+        1.0,
+        ge=0,
         description=(
             "Adds diag_damp x H's own diagonal to H, shrinking it toward independent inputs, so that "
             "GPTQ does not fit correlations that a few thousand calibration tokens cannot pin down "

@@ -107,7 +107,10 @@ def _one_group_for_awq(options: QuantOptions, layouts: tuple[str, ...]) -> bool:
 
 
 def _choose_layout(
-    modules: dict[str, nn.Module], options: QuantOptions, grids: dict[str, Grid], layouts: tuple[str, ...],
+    modules: dict[str, nn.Module],
+    options: QuantOptions,
+    grids: dict[str, Grid],
+    layouts: tuple[str, ...],
     layout_group_size: int,
 ) -> tuple[str, str]:
     if options.layout not in ("auto", *layouts):
@@ -141,8 +144,12 @@ def _choose_layout(
 
 def _awq_problem(name: str, grid: Grid, linear: nn.Module, layout_group_size: int) -> str | None:
     return awq_problem(
-        name, bits=grid.bits, group_size=grid.group_size, in_features=linear.in_features,
-        out_features=linear.out_features, layout_group_size=layout_group_size,
+        name,
+        bits=grid.bits,
+        group_size=grid.group_size,
+        in_features=linear.in_features,
+        out_features=linear.out_features,
+        layout_group_size=layout_group_size,
     )
 
 

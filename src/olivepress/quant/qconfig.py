@@ -109,7 +109,11 @@ def _generalise(names: list[str], all_names: list[str]) -> list[str]:
 
 
 def gptq_dynamic(
-    quantized: dict[str, QuantizedWeight], float_linears: list[str], bits: int, group_size: int, sym: bool,
+    quantized: dict[str, QuantizedWeight],
+    float_linears: list[str],
+    bits: int,
+    group_size: int,
+    sym: bool,
     sym_of: dict[str, bool],
 ) -> dict[str, dict[str, Any]]:
     """GPTQModel's per-module overrides: `+:pattern` -> settings that differ from the global

@@ -76,8 +76,9 @@ def _is_a(name: str) -> bool:
     return ".lora_A." in name
 
 
-def encode(tensors: dict[str, np.ndarray], precision: AdapterPrecision, *,
-           symmetric: bool = True) -> dict[str, np.ndarray]:
+def encode(
+    tensors: dict[str, np.ndarray], precision: AdapterPrecision, *, symmetric: bool = True
+) -> dict[str, np.ndarray]:
     """Float LoRA matrices (builder names, A [in, r] and B [r, out]) in `precision`'s stored form."""
     import numpy as np
 
@@ -109,8 +110,13 @@ def encode(tensors: dict[str, np.ndarray], precision: AdapterPrecision, *,
         if _is_a(name):  # back to A's [in, r] orientation: blocks run down the rows
             codes, scales, zeros = codes.T, scales.T, zeros.T
         weight, scale, zero = precision.stored_names(name)
-        stored.update({weight: np.ascontiguousarray(codes), scale: np.ascontiguousarray(scales),
-                       zero: np.ascontiguousarray(zeros)})
+        stored.update(
+            {
+                weight: np.ascontiguousarray(codes),
+                scale: np.ascontiguousarray(scales),
+                zero: np.ascontiguousarray(zeros),
+            }
+        )
     return stored
 
 
@@ -150,8 +156,9 @@ def _per_value(blocks: np.ndarray, block_size: int, axis: int, size: int) -> np.
     return np.repeat(blocks, block_size, axis=axis).take(np.arange(size), axis=axis)
 
 
-def add_decoders(model: ModelProto, names: dict[str, tuple[int, int]], precision: AdapterPrecision,
-                 rank_dim: str) -> dict[str, np.ndarray]:
+def add_decoders(
+    model: ModelProto, names: dict[str, tuple[int, int]], precision: AdapterPrecision, rank_dim: str
+) -> dict[str, np.ndarray]:
     """Make `model`'s float LoRA matrices `names` (name -> (fixed size, elem type)) come from
     stored-form inputs through a decoder each; returns those inputs' rank-0 defaults (so the
     model runs with no adapter). The float initializers must already be gone."""
@@ -164,8 +171,11 @@ def add_decoders(model: ModelProto, names: dict[str, tuple[int, int]], precision
         axis = 0 if _is_a(name) else 1
         blocks = -(-size // precision.block_size)
         packed = size // 2 if precision.bits == 4 else size
-        kinds = ([(TensorProto.FLOAT16, size)] if precision.name == "fp16"
-                 else [(TensorProto.UINT8, packed), (elem_type, blocks), (TensorProto.UINT8, blocks)])
+        kinds = (
+            [(TensorProto.FLOAT16, size)]
+            if precision.name == "fp16"
+            else [(TensorProto.UINT8, packed), (elem_type, blocks), (TensorProto.UINT8, blocks)]
+        )
         stored = precision.stored_names(name)
         for stored_name, (stored_type, fixed) in zip(stored, kinds, strict=True):
             dims = [fixed, rank_dim] if axis == 0 else [rank_dim, fixed]
@@ -181,15 +191,28 @@ def add_decoders(model: ModelProto, names: dict[str, tuple[int, int]], precision
             low, high, codes = f"{prefix}/low", f"{prefix}/high", f"{prefix}/codes"
             nodes += [
                 helper.make_node("BitwiseAnd", [stored[0], _LOW_MASK], [low], name=f"{prefix}/BitwiseAnd"),
-                helper.make_node("BitShift", [stored[0], _SHIFT], [high], direction="RIGHT",
-                                 name=f"{prefix}/BitShift"),
+                helper.make_node(
+                    "BitShift", [stored[0], _SHIFT], [high], direction="RIGHT", name=f"{prefix}/BitShift"
+                ),
                 helper.make_node("Concat", [low, high], [codes], axis=axis, name=f"{prefix}/Concat"),
             ]
-        nodes.append(helper.make_node("DequantizeLinear", [codes, stored[1], stored[2]], [name], axis=axis,
-                                      block_size=precision.block_size, name=f"{prefix}/DequantizeLinear"))
+        nodes.append(
+            helper.make_node(
+                "DequantizeLinear",
+                [codes, stored[1], stored[2]],
+                [name],
+                axis=axis,
+                block_size=precision.block_size,
+                name=f"{prefix}/DequantizeLinear",
+            )
+        )
     if precision.bits == 4:
-        graph.initializer.extend([numpy_helper.from_array(np.array(15, dtype=np.uint8), _LOW_MASK),
-                                  numpy_helper.from_array(np.array(4, dtype=np.uint8), _SHIFT)])
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array(15, dtype=np.uint8), _LOW_MASK),
+                numpy_helper.from_array(np.array(4, dtype=np.uint8), _SHIFT),
+            ]
+        )
     # Decoders read graph inputs only: first in the graph, they precede every consumer.
     existing = list(graph.node)
     del graph.node[:]
@@ -229,8 +252,11 @@ def remove_decoders(model: ModelProto, rank_dim: str) -> AdapterPrecision:
         first = dims[precision.stored_names(name)[0]][axis].dim_value
         size = first * 2 if precision.bits == 4 else first
         # The float type the decoder produced: a Cast's target, a DequantizeLinear's scale type.
-        elem_type = (next(a.i for a in node.attribute if a.name == "to") if node.op_type == "Cast"
-                     else types[node.input[1]])
+        elem_type = (
+            next(a.i for a in node.attribute if a.name == "to")
+            if node.op_type == "Cast"
+            else types[node.input[1]]
+        )
         shape = [size, rank_dim] if axis == 0 else [rank_dim, size]
         graph.input.append(helper.make_tensor_value_info(name, elem_type, shape))
         dtype = helper.tensor_dtype_to_np_dtype(elem_type)
@@ -245,8 +271,14 @@ def set_model_precision(model: ModelProto, precision: AdapterPrecision) -> None:
     for key in (_META_PRECISION, _META_BLOCK):
         for prop in [p for p in model.metadata_props if p.key == key]:
             model.metadata_props.remove(prop)
-    helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
-                                   _META_PRECISION: precision.name, _META_BLOCK: str(precision.block_size)})
+    helper.set_model_props(
+        model,
+        {
+            **{p.key: p.value for p in model.metadata_props},
+            _META_PRECISION: precision.name,
+            _META_BLOCK: str(precision.block_size),
+        },
+    )
 
 
 def model_precision(model: ModelProto) -> AdapterPrecision:

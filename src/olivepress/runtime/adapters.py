@@ -79,7 +79,9 @@ def peft_to_onnx_tensors(
     config = peft_adapter_config(adapter_dir)
     weights_file = adapter_dir / "adapter_model.safetensors"
     if not weights_file.is_file():
-        raise OlivepressError(f"{adapter_dir} has no adapter_model.safetensors; save the adapter with safetensors")
+        raise OlivepressError(
+            f"{adapter_dir} has no adapter_model.safetensors; save the adapter with safetensors"
+        )
     family = find_family(model_config) if model_config else None
     tensors: dict[str, np.ndarray] = {}
     for key, value in load_file(weights_file).items():
@@ -188,13 +190,16 @@ def fit_to_model(tensors: dict[str, np.ndarray], model_file: Path, source: str) 
         tensor = tensors[name]
         if tensor.shape[axis] != size:
             raise OlivepressError(
-                f"adapter {source} does not fit this model: {name} has size {tensor.shape[axis]} where the model "
+                f"adapter {source} does not fit this model: {name} has size {tensor.shape[axis]} where "
+                "the model "
                 f"has {size}; was it trained on another base model?"
             )
         fitted[name] = tensor.astype(dtype)
     ranks = {tensors[name].shape[1 - inputs[name][2]] for name in tensors}
     if len(ranks) > 1:
-        raise OlivepressError(f"adapter {source} mixes LoRA ranks {sorted(ranks)}; ONNX adapters need one rank per adapter")
+        raise OlivepressError(
+            f"adapter {source} mixes LoRA ranks {sorted(ranks)}; ONNX adapters need one rank per adapter"
+        )
     if has_lora_switch(model_file):
         fitted.update(switch_on())
     return fitted
@@ -224,8 +229,14 @@ def read_adapter_file(path: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def convert_peft_adapter(adapter_dir: Path, model_dir: Path, output_file: Path, *, precision: str | None = None,
-                         symmetric: bool = True) -> Path:
+def convert_peft_adapter(
+    adapter_dir: Path,
+    model_dir: Path,
+    output_file: Path,
+    *,
+    precision: str | None = None,
+    symmetric: bool = True,
+) -> Path:
     """A PEFT LoRA adapter as an .onnx_adapter for an extracted ORT GenAI model, stored at the
     precision the model was built for (`precision`, if given, must be that one)."""
     import numpy as np
@@ -242,7 +253,9 @@ def convert_peft_adapter(adapter_dir: Path, model_dir: Path, output_file: Path, 
         )
     config_file = model_dir / "genai_config.json"
     genai_config = json.loads(config_file.read_text()) if config_file.is_file() else None
-    tensors = encode(peft_to_onnx_tensors(adapter_dir, np.dtype(np.float32), genai_config), built, symmetric=symmetric)
+    tensors = encode(
+        peft_to_onnx_tensors(adapter_dir, np.dtype(np.float32), genai_config), built, symmetric=symmetric
+    )
     return write_adapter_file(fit_to_model(tensors, target, str(adapter_dir)), output_file)
 
 

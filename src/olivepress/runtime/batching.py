@@ -84,11 +84,21 @@ def serving_graph(model_file: Path) -> tuple[bytes, tuple | None]:
         head = producer.get(head.input[0]) if head.input else None  # back through a Cast to the projection
     if head is not None and head.op_type in ("MatMul", "MatMulNBits"):
         last = f"{head.input[0]}/last_position"
-        graph.initializer.extend([numpy_helper.from_array(np.array([-1], dtype=np.int64), "/serving/last/starts"),
-                                  numpy_helper.from_array(np.array([np.iinfo(np.int64).max], dtype=np.int64), "/serving/last/ends"),
-                                  numpy_helper.from_array(np.array([1], dtype=np.int64), "/serving/last/axes")])
-        slice_last = helper.make_node("Slice", [head.input[0], "/serving/last/starts", "/serving/last/ends",
-                                                "/serving/last/axes"], [last], name="/serving/last_position")
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(np.array([-1], dtype=np.int64), "/serving/last/starts"),
+                numpy_helper.from_array(
+                    np.array([np.iinfo(np.int64).max], dtype=np.int64), "/serving/last/ends"
+                ),
+                numpy_helper.from_array(np.array([1], dtype=np.int64), "/serving/last/axes"),
+            ]
+        )
+        slice_last = helper.make_node(
+            "Slice",
+            [head.input[0], "/serving/last/starts", "/serving/last/ends", "/serving/last/axes"],
+            [last],
+            name="/serving/last_position",
+        )
         head.input[0] = last
         nodes = list(graph.node)
         at = next(i for i, node in enumerate(nodes) if node.name == head.name)
@@ -100,7 +110,9 @@ def serving_graph(model_file: Path) -> tuple[bytes, tuple | None]:
 def runs_on_cpu(folder: Path) -> bool:
     """Whether ORT GenAI runs this model on the CPU (no provider named in its genai_config):
     the batcher runs on the CPU only, so a model built for a GPU keeps ORT GenAI's generators."""
-    session = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"].get("session_options", {})
+    session = json.loads((folder / "genai_config.json").read_text())["model"]["decoder"].get(
+        "session_options", {}
+    )
     return all(not options or set(options) <= {"cpu"} for options in session.get("provider_options", []))
 
 
@@ -197,7 +209,8 @@ class BatchedDecoder:
         graph, lora = serving_graph(folder / "model.onnx")
         if lora is None and adapter_files:
             raise OlivepressError(
-                f"{folder / 'model.onnx'} has no LoRA inputs, so adapters cannot be applied to it; build it from a "
+                f"{folder / 'model.onnx'} has no LoRA inputs, so adapters cannot be applied to it; "
+                "build it from a "
                 "model with an adapter (auto-opt --adapter_path) so adapters can be switched"
             )
         # A graph given as bytes reads its external weights from this folder.
@@ -212,7 +225,10 @@ class BatchedDecoder:
         self.past_names = [name for name in inputs if name.startswith("past_key_values.")]
         self.present_names = [name.replace("past_key_values.", "present.") for name in self.past_names]
         kv = inputs[self.past_names[0]]
-        self.kv_heads, self.head_dim = config["decoder"]["num_key_value_heads"], config["decoder"]["head_size"]
+        self.kv_heads, self.head_dim = (
+            config["decoder"]["num_key_value_heads"],
+            config["decoder"]["head_size"],
+        )
         self.kv_dtype = np.float16 if "float16" in kv.type else np.float32
         self._ortvalue = ort.OrtValue.ortvalue_from_numpy
         self.max_batch = max_batch
@@ -225,8 +241,9 @@ class BatchedDecoder:
         self._thread = threading.Thread(target=self._loop, name="olivepress-batcher", daemon=True)
         self._thread.start()
 
-    def submit(self, prompt: list[int], max_new_tokens: int, adapter: str,
-               cancelled: threading.Event | None = None) -> Iterator[int]:
+    def submit(
+        self, prompt: list[int], max_new_tokens: int, adapter: str, cancelled: threading.Event | None = None
+    ) -> Iterator[int]:
         """Generated token ids for `prompt` (greedy), as the scheduler produces them; setting
         `cancelled` (or closing the iterator) drops the request at the next step."""
         row = _Row(list(prompt), max_new_tokens, adapter, caller_cancelled=cancelled)
@@ -291,10 +308,16 @@ class BatchedDecoder:
         row.generated += 1
         row.tokens.put(token)
 
-    def _run(self, adapters: list[str], input_ids: np.ndarray, mask: np.ndarray, pasts: list) -> tuple[np.ndarray, list]:
+    def _run(
+        self, adapters: list[str], input_ids: np.ndarray, mask: np.ndarray, pasts: list
+    ) -> tuple[np.ndarray, list]:
         """Logits of the last position, and the present caches as OrtValues. `pasts` are
         OrtValues (a previous step's output) or arrays."""
-        arrays = {"input_ids": input_ids, "attention_mask": mask, **(self.mix.feed(adapters) if self.mix else {})}
+        arrays = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            **(self.mix.feed(adapters) if self.mix else {}),
+        }
         feed = {}
         for name, past in zip(self.past_names, pasts, strict=True):
             (arrays if isinstance(past, np.ndarray) else feed)[name] = past
@@ -308,9 +331,15 @@ class BatchedDecoder:
         try:
             reused, cached = self.prefixes.longest(row.adapter, row.prompt)
             if not reused:
-                cached = [np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)] * len(self.past_names)
-            logits, present = self._run([row.adapter], np.array([row.prompt[reused:]], dtype=np.int64),
-                                        np.ones((1, len(row.prompt)), dtype=np.int64), cached)
+                cached = [np.zeros((1, self.kv_heads, 0, self.head_dim), dtype=self.kv_dtype)] * len(
+                    self.past_names
+                )
+            logits, present = self._run(
+                [row.adapter],
+                np.array([row.prompt[reused:]], dtype=np.int64),
+                np.ones((1, len(row.prompt)), dtype=np.int64),
+                cached,
+            )
         except Exception as exc:  # the request fails, the server goes on
             row.tokens.put(exc)
             return
@@ -337,7 +366,12 @@ class BatchedDecoder:
         for b, row in enumerate(rows):
             mask[b, : row.length + 1] = 1
         try:
-            logits, present = self._run([row.adapter for row in rows], np.array([[row.last] for row in rows], dtype=np.int64), mask, pasts)
+            logits, present = self._run(
+                [row.adapter for row in rows],
+                np.array([[row.last] for row in rows], dtype=np.int64),
+                mask,
+                pasts,
+            )
         except Exception as exc:
             for row in rows:
                 row.closed, row.cache = True, None

@@ -25,7 +25,9 @@ class SearchOptions:
         if self.max_new_tokens < 1:
             raise OlivepressError(f"max_new_tokens must be at least 1 (got {self.max_new_tokens})")
         if self.temperature is not None and self.temperature <= 0:
-            raise OlivepressError(f"temperature must be above 0 (got {self.temperature}); use greedy search instead of 0")
+            raise OlivepressError(
+                f"temperature must be above 0 (got {self.temperature}); use greedy search instead of 0"
+            )
 
 
 @dataclass
@@ -48,7 +50,9 @@ def genai_folder(path: str | Path) -> Path:
         if (candidate / "genai_config.json").is_file():
             return candidate
     if not folder.exists():
-        raise OlivepressError(f"model folder {folder} does not exist; pass an ORT GenAI folder (with genai_config.json)")
+        raise OlivepressError(
+            f"model folder {folder} does not exist; pass an ORT GenAI folder (with genai_config.json)"
+        )
     raise OlivepressError(
         f"{folder} is not an ORT GenAI model: no genai_config.json in it or in its model/ folder; "
         "build one with a ModelBuilder pass"
@@ -82,21 +86,30 @@ class GenAIModel:
             raise OlivepressError(f"ONNX Runtime GenAI cannot load {self.folder}: {exc}") from exc
         self.tokenizer = og.Tokenizer(self.model)
         self._has_chat_template = _has_chat_template(self.folder)
-        self.adapter_files = {**registered_adapters(self.folder), **{k: Path(v) for k, v in (adapters or {}).items()}}
+        self.adapter_files = {
+            **registered_adapters(self.folder),
+            **{k: Path(v) for k, v in (adapters or {}).items()},
+        }
         self._adapters = None
         if self.adapter_files:
             self._adapters = og.Adapters(self.model)
             switched = has_lora_switch(model_file(self.folder))
             for name, file in self.adapter_files.items():
                 if name == BASE:
-                    raise OlivepressError(f"'{BASE}' names the model without an adapter; give the adapter another name")
+                    raise OlivepressError(
+                        f"'{BASE}' names the model without an adapter; give the adapter another name"
+                    )
                 if not file.is_file():
-                    raise OlivepressError(f"adapter file {file} does not exist; convert one with olivepress convert-adapters")
+                    raise OlivepressError(
+                        f"adapter file {file} does not exist; convert one with olivepress convert-adapters"
+                    )
                 check_switch_flag(file, self.folder, switched)
                 try:
                     self._adapters.load(str(file), name)
                 except Exception as exc:
-                    raise OlivepressError(f"adapter {name} ({file}) does not fit {self.folder}: {exc}") from exc
+                    raise OlivepressError(
+                        f"adapter {name} ({file}) does not fit {self.folder}: {exc}"
+                    ) from exc
 
     @property
     def adapter_names(self) -> list[str]:
@@ -109,7 +122,9 @@ class GenAIModel:
         if adapter and adapter != BASE:
             if adapter not in self.adapter_files:
                 known = ", ".join(self.adapter_names) or "none"
-                raise OlivepressError(f"no adapter named '{adapter}' (loaded: {known}); add it with --adapter {adapter}=FILE")
+                raise OlivepressError(
+                    f"no adapter named '{adapter}' (loaded: {known}); add it with --adapter {adapter}=FILE"
+                )
             generator.set_active_adapter(self._adapters, adapter)
         return generator
 
@@ -119,7 +134,10 @@ class GenAIModel:
         import onnxruntime_genai as og
 
         params = og.GeneratorParams(self.model)
-        search: dict[str, Any] = {"max_length": prompt_length + options.max_new_tokens, "do_sample": options.do_sample}
+        search: dict[str, Any] = {
+            "max_length": prompt_length + options.max_new_tokens,
+            "do_sample": options.do_sample,
+        }
         for key in ("temperature", "top_p", "top_k"):
             if getattr(options, key) is not None:
                 search[key] = getattr(options, key)
@@ -185,7 +203,13 @@ class GenAIModel:
         seconds = time.perf_counter() - started
         text = self.tokenizer.decode(tokens)
         shown = prompt if isinstance(prompt, str) else prompt[-1]["content"]
-        return Generation(prompt=shown, text=text, new_tokens=len(tokens), seconds=seconds, extra={"adapter": adapter or BASE})
+        return Generation(
+            prompt=shown,
+            text=text,
+            new_tokens=len(tokens),
+            seconds=seconds,
+            extra={"adapter": adapter or BASE},
+        )
 
 
 def _has_chat_template(folder: Path) -> bool:

@@ -41,16 +41,27 @@ def add_row_gates(model) -> tuple[dict[str, tuple[int, ...]], np.dtype] | None:
     shapes = {name: tuple(init.dims) for name, init in defaults.items()}
     dtype = helper.tensor_dtype_to_np_dtype(next(iter(defaults.values())).data_type)
     a_names = {name for name in defaults if ".lora_A." in name}
-    nodes, gated = [], {}  # gated: an A MatMul's output -> its gate's output, which its consumers read instead
+    nodes, gated = (
+        [],
+        {},
+    )  # gated: an A MatMul's output -> its gate's output, which its consumers read instead
     for node in graph.node:
         node.input[:] = [gated.get(name, name) for name in node.input]  # producers come first in ONNX
         nodes.append(node)
         if node.op_type == "MatMul" and node.input[1] in a_names:
             gated[node.output[0]] = f"{node.output[0]}/gated"
-            nodes.append(helper.make_node("Mul", [node.output[0], GATE], [gated[node.output[0]]], name=f"{node.name}/RowGate"))
+            nodes.append(
+                helper.make_node(
+                    "Mul", [node.output[0], GATE], [gated[node.output[0]]], name=f"{node.name}/RowGate"
+                )
+            )
     del graph.node[:]
     graph.node.extend(nodes)
-    graph.input.append(helper.make_tensor_value_info(GATE, helper.np_dtype_to_tensor_dtype(dtype), ["batch_size", 1, "lora_rank"]))
+    graph.input.append(
+        helper.make_tensor_value_info(
+            GATE, helper.np_dtype_to_tensor_dtype(dtype), ["batch_size", 1, "lora_rank"]
+        )
+    )
     # The gate's default (rank 0) lets a run without adapters leave it out.
     graph.initializer.append(numpy_helper.from_array(np.zeros((1, 1, 0), dtype=dtype), GATE))
     return shapes, dtype
@@ -59,8 +70,13 @@ def add_row_gates(model) -> tuple[dict[str, tuple[int, ...]], np.dtype] | None:
 class LoraMix:
     """The LoRA inputs (and gate) to feed for a batch, given each row's adapter."""
 
-    def __init__(self, shapes: dict[str, tuple[int, ...]], dtype: np.dtype, adapter_files: dict[str, Path],
-                 precision: AdapterPrecision | None = None):
+    def __init__(
+        self,
+        shapes: dict[str, tuple[int, ...]],
+        dtype: np.dtype,
+        adapter_files: dict[str, Path],
+        precision: AdapterPrecision | None = None,
+    ):
         self.shapes, self.dtype = shapes, dtype
         self.tensors: dict[str, dict[str, np.ndarray]] = {}
         self.ranks: dict[str, int] = {}
@@ -72,7 +88,9 @@ class LoraMix:
             tensors = {key: value for key, value in stored.items() if key != SWITCH}
             unknown = sorted(set(tensors) - set(shapes))
             if unknown:
-                raise OlivepressError(f"adapter {name} ({file}) has tensors the model has no input for, e.g. {unknown[0]}")
+                raise OlivepressError(
+                    f"adapter {name} ({file}) has tensors the model has no input for, e.g. {unknown[0]}"
+                )
             self.tensors[name] = tensors
             self.ranks[name] = max(t.shape[1] for key, t in tensors.items() if ".lora_A." in key)
         self._cache: dict[tuple[str, ...], dict[str, np.ndarray]] = {}

@@ -44,16 +44,26 @@ def add_lora_switch(model: ModelProto) -> int:
         return 0
     outer = {value.name for value in graph.input} | {init.name for init in graph.initializer}
     then_branch = _branch(graph, outer, skip=set(), bypass={}, prefix="", output_prefix=_THEN_PREFIX)
-    else_branch = _branch(graph, outer, skip=lora_nodes, bypass=bypass, prefix=_ELSE_PREFIX, output_prefix=_ELSE_PREFIX)
+    else_branch = _branch(
+        graph, outer, skip=lora_nodes, bypass=bypass, prefix=_ELSE_PREFIX, output_prefix=_ELSE_PREFIX
+    )
     condition = f"{SWITCH}/bool"
     nodes = [
         helper.make_node("Cast", [SWITCH], [condition], to=TensorProto.BOOL, name="/lora_switch/Cast"),
-        helper.make_node("If", [condition], [out.name for out in graph.output], name=_IF_NAME,
-                         then_branch=then_branch, else_branch=else_branch),
+        helper.make_node(
+            "If",
+            [condition],
+            [out.name for out in graph.output],
+            name=_IF_NAME,
+            then_branch=then_branch,
+            else_branch=else_branch,
+        ),
     ]
     del graph.node[:]
     graph.node.extend(nodes)
-    del graph.value_info[:]  # the shapes inferred for the flat graph name values that now live in the branches
+    del graph.value_info[
+        :
+    ]  # the shapes inferred for the flat graph name values that now live in the branches
     graph.initializer.append(numpy_helper.from_array(np.zeros([1], dtype=np.float32), SWITCH))
     graph.input.append(helper.make_tensor_value_info(SWITCH, TensorProto.FLOAT, [1]))
     return len(lora_nodes)
@@ -110,8 +120,15 @@ def _lora_nodes(graph: GraphProto) -> tuple[set[str], dict[str, str]]:
     return nodes, bypass
 
 
-def _branch(graph: GraphProto, outer: set[str], *, skip: set[str], bypass: dict[str, str], prefix: str,
-            output_prefix: str) -> GraphProto:
+def _branch(
+    graph: GraphProto,
+    outer: set[str],
+    *,
+    skip: set[str],
+    bypass: dict[str, str],
+    prefix: str,
+    output_prefix: str,
+) -> GraphProto:
     from onnx import NodeProto, helper
 
     outputs = {out.name for out in graph.output}
@@ -135,13 +152,14 @@ def _branch(graph: GraphProto, outer: set[str], *, skip: set[str], bypass: dict[
         nodes.append(copy)
     # LoRA paths join decoder layers, never a graph output, so every output keeps its producer.
     branch_outputs = [
-        helper.make_tensor_value_info(name_of(out.name), out.type.tensor_type.elem_type, None) for out in graph.output
+        helper.make_tensor_value_info(name_of(out.name), out.type.tensor_type.elem_type, None)
+        for out in graph.output
     ]
     return helper.make_graph(nodes, f"{output_prefix}branch", [], branch_outputs)
 
 
 def _drop_prefix(name: str) -> str:
-    return name[len(_THEN_PREFIX):] if name.startswith(_THEN_PREFIX) else name
+    return name[len(_THEN_PREFIX) :] if name.startswith(_THEN_PREFIX) else name
 
 
 def _remove_named(items, name: str) -> None:

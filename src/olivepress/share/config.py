@@ -20,11 +20,20 @@ class PackagingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     type: Literal["Zipfile", "Archive", "MLflowModels"] = Field(
-        "Zipfile", description="Zipfile/Archive: a package archive in the output folder; MLflowModels: that, registered too."
+        "Zipfile",
+        description=(
+            "Zipfile/Archive: a package archive in the output folder; MLflowModels: that, registered too."
+        ),
     )
-    name: str = Field("OutputModels", description="Package name (and registered model name for MLflowModels).")
-    version: str | int = Field("1", description="Package version; for MLflowModels the next registry version, or 'next'.")
-    registry_uri: str | None = Field(None, description="MLflow registry for MLflowModels (default: the local olivepress registry).")
+    name: str = Field(
+        "OutputModels", description="Package name (and registered model name for MLflowModels)."
+    )
+    version: str | int = Field(
+        "1", description="Package version; for MLflowModels the next registry version, or 'next'."
+    )
+    registry_uri: str | None = Field(
+        None, description="MLflow registry for MLflowModels (default: the local olivepress registry)."
+    )
     compress: bool = Field(False, description="gzip the archive (model weights rarely shrink much).")
     # Olive's Zipfile options: accepted so seed configs load; the archive always holds the model only.
     export_in_mlflow_format: bool = Field(False, description="Accepted for Olive configs; no effect.")
@@ -39,7 +48,8 @@ class PackagingConfig(BaseModel):
         kind = value.get("type")
         if kind in _AZURE_TYPES:
             raise OlivepressError(
-                f"packaging_config type '{kind}' targets Azure ML; olivepress packages with Zipfile (an archive) "
+                f"packaging_config type '{kind}' targets Azure ML; olivepress packages with Zipfile "
+                "(an archive) "
                 "or MLflowModels (an MLflow registry, local or --registry_uri)"
             )
         inner = value.get("config")

@@ -50,10 +50,14 @@ def _packaged_files(folder: Path) -> list[Path]:
     for path in sorted(folder.rglob("*")):
         relative = path.relative_to(folder)
         if path.is_symlink():
-            raise OlivepressError(f"{path} is a symbolic link; package folders of plain files (copy the target in)")
+            raise OlivepressError(
+                f"{path} is a symbolic link; package folders of plain files (copy the target in)"
+            )
         if not path.is_file() or relative.name == _OUTPUT_MARKER:
             continue
-        if len(relative.parts) == 1 and (relative.name.endswith(ARCHIVE_SUFFIX) or relative.name.endswith(ARCHIVE_SUFFIX + ".gz")):
+        if len(relative.parts) == 1 and (
+            relative.name.endswith(ARCHIVE_SUFFIX) or relative.name.endswith(ARCHIVE_SUFFIX + ".gz")
+        ):
             continue
         files.append(relative)
     return files
@@ -71,14 +75,19 @@ def describe(folder: Path, extra_adapters: dict[str, str] | None = None) -> dict
     elif (model / "config.json").is_file():
         kind = "hf"
     else:
-        raise OlivepressError(f"{folder} holds no model (no genai_config.json, .onnx file or config.json); package an olivepress output folder")
+        raise OlivepressError(
+            f"{folder} holds no model (no genai_config.json, .onnx file or config.json); package an "
+            "olivepress output folder"
+        )
     precision = None
     for node in footprint.get("nodes", []):
         precision = (node.get("config") or {}).get("precision") or precision
     adapters_file = model / "adapters.json"
     adapters = json.loads(adapters_file.read_text()) if adapters_file.is_file() else {}
     adapters.update(extra_adapters or {})
-    metrics = {node["pass_name"]: node["metrics"] for node in footprint.get("nodes", []) if node.get("metrics")}
+    metrics = {
+        node["pass_name"]: node["metrics"] for node in footprint.get("nodes", []) if node.get("metrics")
+    }
     if footprint.get("input_metrics"):
         metrics["input_model"] = footprint["input_metrics"]
     return {
@@ -98,8 +107,14 @@ def describe(folder: Path, extra_adapters: dict[str, str] | None = None) -> dict
     }
 
 
-def build_package(folder: str | Path, archive: str | Path | None = None, *, name: str | None = None,
-                  version: str = "1", adapters: dict[str, str | Path] | None = None) -> Path:
+def build_package(
+    folder: str | Path,
+    archive: str | Path | None = None,
+    *,
+    name: str | None = None,
+    version: str = "1",
+    adapters: dict[str, str | Path] | None = None,
+) -> Path:
     """Pack `folder` (an olivepress output folder) into an archive; returns its path.
 
     `adapters` (name -> .onnx_adapter file) are packed beside the model and listed in its
@@ -107,7 +122,9 @@ def build_package(folder: str | Path, archive: str | Path | None = None, *, name
     """
     folder = Path(folder).expanduser().resolve()
     if not folder.is_dir():
-        raise OlivepressError(f"{folder} is not a folder; package an olivepress output folder (what auto-opt or run wrote)")
+        raise OlivepressError(
+            f"{folder} is not a folder; package an olivepress output folder (what auto-opt or run wrote)"
+        )
     name = name or folder.name
     _check_name(name, "name")
     _check_name(str(version), "version")
@@ -119,7 +136,9 @@ def build_package(folder: str | Path, archive: str | Path | None = None, *, name
         _check_name(adapter, "adapter name")
         file = Path(file).expanduser()
         if not file.is_file():
-            raise OlivepressError(f"adapter file {file} does not exist; pass --adapter NAME=FILE with an .onnx_adapter")
+            raise OlivepressError(
+                f"adapter file {file} does not exist; pass --adapter NAME=FILE with an .onnx_adapter"
+            )
         extra[(model_prefix / f"{adapter}.onnx_adapter").as_posix()] = file
     registered = {adapter: f"{adapter}.onnx_adapter" for adapter in adapters or {}}
     files: dict[str, Path] = {relative.as_posix(): folder / relative for relative in _packaged_files(folder)}
@@ -128,18 +147,35 @@ def build_package(folder: str | Path, archive: str | Path | None = None, *, name
     if registered:
         adapters_json = model / "adapters.json"
         known = json.loads(adapters_json.read_text()) if adapters_json.is_file() else {}
-        generated[(model_prefix / "adapters.json").as_posix()] = json.dumps({**known, **registered}, indent=2).encode()
+        generated[(model_prefix / "adapters.json").as_posix()] = json.dumps(
+            {**known, **registered}, indent=2
+        ).encode()
         files.pop((model_prefix / "adapters.json").as_posix(), None)
-    hashes = {path: {"sha256": sha256_file(source), "size": source.stat().st_size} for path, source in files.items()}
-    hashes.update({path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)} for path, data in generated.items()})
+    hashes = {
+        path: {"sha256": sha256_file(source), "size": source.stat().st_size} for path, source in files.items()
+    }
+    hashes.update(
+        {
+            path: {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+            for path, data in generated.items()
+        }
+    )
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "name": name, "version": str(version),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "olivepress_version": __version__,
-        **describe(folder, registered), "files": dict(sorted(hashes.items())),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "version": str(version),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "olivepress_version": __version__,
+        **describe(folder, registered),
+        "files": dict(sorted(hashes.items())),
     }
     archive.parent.mkdir(parents=True, exist_ok=True)
     mode = "w:gz" if archive.name.endswith((".gz", ".tgz")) else "w"
-    with atomic_file(archive) as tmp, tarfile.open(tmp, mode, **({"compresslevel": 1} if mode == "w:gz" else {})) as tar:
+    with (
+        atomic_file(archive) as tmp,
+        tarfile.open(tmp, mode, **({"compresslevel": 1} if mode == "w:gz" else {})) as tar,
+    ):
         _add_bytes(tar, MANIFEST, json.dumps(manifest, indent=2).encode())
         for path in sorted(set(files) | set(generated)):
             if path in generated:
@@ -177,7 +213,9 @@ def read_manifest(archive: str | Path) -> dict[str, Any]:
         try:
             member = tar.getmember(MANIFEST)
         except KeyError:
-            raise OlivepressError(f"{archive} has no {MANIFEST}; it was not made by olivepress package") from None
+            raise OlivepressError(
+                f"{archive} has no {MANIFEST}; it was not made by olivepress package"
+            ) from None
         manifest = json.loads(tar.extractfile(member).read())
     if manifest.get("format") != FORMAT:
         raise OlivepressError(f"{archive} is not an olivepress package (format {manifest.get('format')!r})")
@@ -192,10 +230,22 @@ def read_manifest(archive: str | Path) -> dict[str, Any]:
 def _member_path(member: tarfile.TarInfo, archive: Path) -> PurePosixPath:
     """The member's path inside the target, or an error when it would leave the target."""
     path = PurePosixPath(member.name)
-    if path.is_absolute() or ".." in path.parts or member.name.startswith(("/", "\\")) or "\\" in member.name or ":" in path.parts[0]:
-        raise OlivepressError(f"{archive} holds '{member.name}', a path outside the folder it unpacks into; refusing to unpack it")
+    if (
+        path.is_absolute()
+        or ".." in path.parts
+        or member.name.startswith(("/", "\\"))
+        or "\\" in member.name
+        or ":" in path.parts[0]
+    ):
+        raise OlivepressError(
+            f"{archive} holds '{member.name}', a path outside the folder it unpacks into; refusing to "
+            "unpack it"
+        )
     if not (member.isfile() or member.isdir()):
-        raise OlivepressError(f"{archive} holds '{member.name}', a link or device; packages hold plain files only, refusing to unpack it")
+        raise OlivepressError(
+            f"{archive} holds '{member.name}', a link or device; packages hold plain files only, "
+            "refusing to unpack it"
+        )
     return path
 
 
@@ -214,7 +264,10 @@ def unpack_package(archive: str | Path, target: str | Path) -> Path:
         for member in members:  # every member is checked before anything is written
             path = _member_path(member, archive)
             if member.isfile() and member.name != MANIFEST and path.as_posix() not in listed:
-                raise OlivepressError(f"{archive} holds '{member.name}', which its manifest does not list; the archive was altered")
+                raise OlivepressError(
+                    f"{archive} holds '{member.name}', which its manifest does not list; the archive "
+                    "was altered"
+                )
         with atomic_folder(target) as tmp:
             for member in members:
                 if member.name == MANIFEST:
@@ -223,9 +276,14 @@ def unpack_package(archive: str | Path, target: str | Path) -> Path:
             for path, entry in listed.items():
                 file = tmp / path
                 if not file.is_file():
-                    raise OlivepressError(f"{archive} lacks {path}, which its manifest lists; the archive is incomplete")
+                    raise OlivepressError(
+                        f"{archive} lacks {path}, which its manifest lists; the archive is incomplete"
+                    )
                 if sha256_file(file) != entry["sha256"]:
-                    raise OlivepressError(f"{path} in {archive} does not match its manifest hash; the archive is damaged or altered")
+                    raise OlivepressError(
+                        f"{path} in {archive} does not match its manifest hash; the archive is damaged "
+                        "or altered"
+                    )
             (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
             (tmp / _OUTPUT_MARKER).write_text("written by olivepress; safe to replace on the next run\n")
     return target

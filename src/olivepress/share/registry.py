@@ -106,8 +106,14 @@ def _flat(values: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
     return items
 
 
-def register(path: str | Path, name: str, version: str | int | None = None, *, uri: str | None = None,
-             description: str | None = None) -> RegisteredVersion:
+def register(
+    path: str | Path,
+    name: str,
+    version: str | int | None = None,
+    *,
+    uri: str | None = None,
+    description: str | None = None,
+) -> RegisteredVersion:
     """Register an output folder (packaged on the way) or a package archive as a new version of `name`.
 
     MLflow numbers versions itself (1, 2, …); a `version` that is not the next number is refused
@@ -116,7 +122,9 @@ def register(path: str | Path, name: str, version: str | int | None = None, *, u
     uri = registry_uri(uri)
     path = Path(path).expanduser()
     if not path.exists():
-        raise OlivepressError(f"{path} does not exist; register an olivepress output folder or a package archive")
+        raise OlivepressError(
+            f"{path} does not exist; register an olivepress output folder or a package archive"
+        )
     client = _client(uri)
     existing = _versions(client, name) if client.search_registered_models(f"name='{name}'") else []
     next_version = (existing[-1] + 1) if existing else 1
@@ -127,12 +135,22 @@ def register(path: str | Path, name: str, version: str | int | None = None, *, u
             f"use --version {next_version} (or leave --version out)"
         )
     with tempfile.TemporaryDirectory(prefix="olivepress-register-") as scratch:
-        archive = path if is_archive(path) else build_package(path, Path(scratch) / f"{name}-{next_version}.olivepress.tar",
-                                                             name=name, version=str(next_version))
+        archive = (
+            path
+            if is_archive(path)
+            else build_package(
+                path,
+                Path(scratch) / f"{name}-{next_version}.olivepress.tar",
+                name=name,
+                version=str(next_version),
+            )
+        )
         manifest = read_manifest(archive)
         tags = _tags(manifest)
         experiment = _experiment_id(client, uri)
-        run = client.create_run(experiment, run_name=f"{name}-v{next_version}", tags={"olivepress.registered_model": name})
+        run = client.create_run(
+            experiment, run_name=f"{name}-v{next_version}", tags={"olivepress.registered_model": name}
+        )
         run_id = run.info.run_id
         for metric, value in _numeric_metrics(manifest):
             client.log_metric(run_id, metric, value)
@@ -142,10 +160,15 @@ def register(path: str | Path, name: str, version: str | int | None = None, *, u
     if not existing:
         client.create_registered_model(name, description=f"olivepress model ({manifest['model']['kind']})")
     created = client.create_model_version(
-        name, f"runs:/{run_id}/{ARTIFACT_DIR}", run_id=run_id, tags=tags,
+        name,
+        f"runs:/{run_id}/{ARTIFACT_DIR}",
+        run_id=run_id,
+        tags=tags,
         description=description or _summary(manifest),
     )
-    return RegisteredVersion(name=name, version=str(created.version), registry_uri=uri, run_id=run_id, tags=tags)
+    return RegisteredVersion(
+        name=name, version=str(created.version), registry_uri=uri, run_id=run_id, tags=tags
+    )
 
 
 def _numeric_metrics(manifest: dict[str, Any]) -> list[tuple[str, float]]:
@@ -160,14 +183,19 @@ def _numeric_metrics(manifest: dict[str, Any]) -> list[tuple[str, float]]:
 def _summary(manifest: dict[str, Any]) -> str:
     model = manifest["model"]
     adapters = ", ".join(manifest.get("adapters", {})) or "none"
-    return (f"{model.get('architecture') or model['kind']} {model.get('precision') or ''} for {model.get('provider')}; "
-            f"adapters: {adapters}")
+    return (
+        f"{model.get('architecture') or model['kind']} {model.get('precision') or ''} for "
+        f"{model.get('provider')}; "
+        f"adapters: {adapters}"
+    )
 
 
 def parse_models_uri(spec: str) -> tuple[str, str]:
     match = _MODELS_URI.match(spec)
     if not match:
-        raise OlivepressError(f"'{spec}' is not a registry name; write models:/NAME/VERSION (e.g. models:/ft-for-travel/1)")
+        raise OlivepressError(
+            f"'{spec}' is not a registry name; write models:/NAME/VERSION (e.g. models:/ft-for-travel/1)"
+        )
     return match.group(1), match.group(2)
 
 
@@ -181,29 +209,47 @@ def resolve_version(spec: str, *, uri: str | None = None) -> RegisteredVersion:
         from olivepress.errors import did_you_mean
 
         listed = ", ".join(known[:10]) or "none"
-        raise OlivepressError(f"no model named '{name}' in the registry at {uri}{did_you_mean(name, known)} (registered: {listed})")
+        raise OlivepressError(
+            f"no model named '{name}' in the registry at {uri}{did_you_mean(name, known)} (registered: "
+            f"{listed})"
+        )
     versions = _versions(client, name)
     if version == "latest":
         version = str(versions[-1])
     if not version.isdigit() or int(version) not in versions:
-        raise OlivepressError(f"{name} has no version {version} (versions: {', '.join(map(str, versions))}); "
-                              f"pull one of those or models:/{name}/latest")
+        raise OlivepressError(
+            f"{name} has no version {version} (versions: {', '.join(map(str, versions))}); "
+            f"pull one of those or models:/{name}/latest"
+        )
     found = client.get_model_version(name, version)
-    return RegisteredVersion(name=name, version=version, registry_uri=uri, run_id=found.run_id, tags=dict(found.tags))
+    return RegisteredVersion(
+        name=name, version=version, registry_uri=uri, run_id=found.run_id, tags=dict(found.tags)
+    )
 
 
 def pull(spec: str, output_dir: str | Path, *, uri: str | None = None) -> Path:
-    """Download a registered version's package and unpack it into `output_dir` (checked against its manifest)."""
+    """Download a registered version's package and unpack it into `output_dir`.
+
+    The package is checked against its manifest.
+    """
     found = resolve_version(spec, uri=uri)
     import mlflow.artifacts
 
     with tempfile.TemporaryDirectory(prefix="olivepress-pull-") as scratch:
         try:
-            folder = Path(mlflow.artifacts.download_artifacts(
-                run_id=found.run_id, artifact_path=ARTIFACT_DIR, dst_path=scratch, tracking_uri=found.registry_uri))
+            folder = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=found.run_id,
+                    artifact_path=ARTIFACT_DIR,
+                    dst_path=scratch,
+                    tracking_uri=found.registry_uri,
+                )
+            )
         except Exception as exc:
             raise OlivepressError(f"cannot download {found.uri} from {found.registry_uri}: {exc}") from exc
         archives = [file for file in folder.iterdir() if is_archive(file)]
         if len(archives) != 1:
-            raise OlivepressError(f"{found.uri} holds no single package archive; register it again with olivepress register")
+            raise OlivepressError(
+                f"{found.uri} holds no single package archive; register it again with olivepress register"
+            )
         return unpack_package(archives[0], output_dir)

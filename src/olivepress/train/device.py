@@ -78,7 +78,9 @@ def _apple_bf16() -> bool:
     import subprocess
 
     try:
-        out = subprocess.run(["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(
+            ["sysctl", "-n", "hw.optional.arm.FEAT_BF16"], capture_output=True, text=True, timeout=5
+        )
     except (OSError, subprocess.SubprocessError):
         return False
     return out.stdout.strip() == "1"
@@ -138,6 +140,8 @@ class ThreadTuner:
         if self.choice == previous:
             return None
         if self.choice == 1:
-            return (f"training on 1 thread: it ran {many / one:.1f}x faster than {self.cores} "
-                    "(the cores are busy with other work)")
+            return (
+                f"training on 1 thread: it ran {many / one:.1f}x faster than {self.cores} "
+                "(the cores are busy with other work)"
+            )
         return f"training on {self.cores} threads again: the cores are free"

@@ -51,8 +51,11 @@ class Processes:
             # A free port on loopback, chosen by torchrun: two runs on one machine never collide.
             return ["--standalone", f"--nproc_per_node={self.per_node}"]
         return [
-            f"--nnodes={self.nnodes}", f"--node_rank={self.node_rank}", f"--master_addr={self.master_addr}",
-            f"--master_port={self.master_port}", f"--nproc_per_node={self.per_node}",
+            f"--nnodes={self.nnodes}",
+            f"--node_rank={self.node_rank}",
+            f"--master_addr={self.master_addr}",
+            f"--master_port={self.master_port}",
+            f"--nproc_per_node={self.per_node}",
         ]
 
 
@@ -71,8 +74,14 @@ def run_processes(worker_module: str, job: Path, processes: Processes, *, thread
     from torch.distributed.run import run as torchrun
 
     with tempfile.TemporaryDirectory(prefix="olivepress-torchrun-") as logs:
-        argv = [*processes.torchrun_args(), "--max_restarts=0", f"--log_dir={logs}",
-                "-m", worker_module, str(job)]
+        argv = [
+            *processes.torchrun_args(),
+            "--max_restarts=0",
+            f"--log_dir={logs}",
+            "-m",
+            worker_module,
+            str(job),
+        ]
         with _worker_environment(threads), _quiet_launcher():
             try:
                 torchrun(parse_args(argv))
@@ -122,7 +131,8 @@ def _quiet_launcher() -> Iterator[None]:
     """torchrun's own log lines (its config, each process's exit) only with debug output. Its
     modules each set their logger's level, so each logger is quieted, not a parent."""
     loggers = [
-        logging.getLogger(name) for name in list(logging.root.manager.loggerDict)
+        logging.getLogger(name)
+        for name in list(logging.root.manager.loggerDict)
         if name.startswith("torch.distributed")
     ]
     saved = [logger.level for logger in loggers]

@@ -95,7 +95,9 @@ def train(
             "there are no training sequences; give a data set with at least one non-empty text"
         )
     with torch_threads(training_threads()) as scope:
-        run = _TrainingRun(scope, model, train_examples, eval_examples, args, pad_id, log_path, world or World())
+        run = _TrainingRun(
+            scope, model, train_examples, eval_examples, args, pad_id, log_path, world or World()
+        )
         run.start()
         with TrainingProgress(run.plan.total_steps, quiet=not run.world.is_main) as progress:
             run.evaluate_before(progress)
@@ -109,8 +111,17 @@ def train(
 class _TrainingRun:
     """One training run's state: the model and its optimizer, the data stream, meter and log."""
 
-    def __init__(self, scope: TorchThreads, model, train_examples: Examples, eval_examples: Examples, args: TrainingArgs,
-                 pad_id: int, log_path: Path | None, world: World):
+    def __init__(
+        self,
+        scope: TorchThreads,
+        model,
+        train_examples: Examples,
+        eval_examples: Examples,
+        args: TrainingArgs,
+        pad_id: int,
+        log_path: Path | None,
+        world: World,
+    ):
         self.scope, self.model, self.args, self.pad_id, self.world = scope, model, args, pad_id, world
         self.train_examples, self.eval_examples = train_examples, eval_examples
         self.threads = scope.count
@@ -152,15 +163,26 @@ class _TrainingRun:
             layout = world.layout(args.gradient_accumulation_steps, args.per_device_train_batch_size)
             processes = {"processes": world.size, **layout}
         self.record(
-            event="start", total_steps=plan.total_steps, steps_per_epoch=plan.steps_per_epoch,
-            sequences=len(self.train_examples), eval_sequences=len(self.eval_examples),
-            trainable_params=trainable, precision=self.precision, threads=self.threads,
-            device=str(self.device), args=self.args.model_dump(mode="json"), **processes,
+            event="start",
+            total_steps=plan.total_steps,
+            steps_per_epoch=plan.steps_per_epoch,
+            sequences=len(self.train_examples),
+            eval_sequences=len(self.eval_examples),
+            trainable_params=trainable,
+            precision=self.precision,
+            threads=self.threads,
+            device=str(self.device),
+            args=self.args.model_dump(mode="json"),
+            **processes,
         )
         where = f"{self.threads} threads" + (f" in each of {world.size} processes" if world.size > 1 else "")
         log.info(
             "Training %s parameters on %d sequences for %d steps (%s, %s)",
-            f"{trainable:,}", len(self.train_examples), plan.total_steps, self.precision, where,
+            f"{trainable:,}",
+            len(self.train_examples),
+            plan.total_steps,
+            self.precision,
+            where,
         )
         self.meter = TrainMeter()
         micro = _micro_batches(self.train_examples, self.args, self.pad_id)
@@ -220,8 +242,13 @@ class _TrainingRun:
         if is_log:
             self.last_loss = running
             self.record(
-                event="train", step=step, epoch=round(self.plan.epoch(step), 4), loss=running,
-                learning_rate=learning_rate, grad_norm=float(grad_norm), tokens_per_s=round(speed, 1),
+                event="train",
+                step=step,
+                epoch=round(self.plan.epoch(step), 4),
+                loss=running,
+                learning_rate=learning_rate,
+                grad_norm=float(grad_norm),
+                tokens_per_s=round(speed, 1),
                 elapsed_s=round(meter.elapsed(), 2),
             )
             meter.new_window()
@@ -245,20 +272,36 @@ class _TrainingRun:
         processes = {}
         if self.world.size > 1:
             # Proof that every process trained: what each one ran through the model.
-            processes = {"sequences_per_process": self.world.gather(meter.sequences),
-                         "tokens_per_process": self.world.gather(meter.tokens)}
+            processes = {
+                "sequences_per_process": self.world.gather(meter.sequences),
+                "tokens_per_process": self.world.gather(meter.tokens),
+            }
         result = TrainResult(
-            steps=plan.total_steps, epochs=plan.epoch(plan.total_steps), train_loss=self.last_loss,
-            eval_loss_before=self.eval_before, eval_loss=self.eval_loss, train_tokens=tokens,
-            padding_fraction=padding / tokens if tokens else 0.0, runtime_s=runtime, precision=self.precision,
+            steps=plan.total_steps,
+            epochs=plan.epoch(plan.total_steps),
+            train_loss=self.last_loss,
+            eval_loss_before=self.eval_before,
+            eval_loss=self.eval_loss,
+            train_tokens=tokens,
+            padding_fraction=padding / tokens if tokens else 0.0,
+            runtime_s=runtime,
+            precision=self.precision,
             history=self.record.history,
         )
         self.record(
-            event="end", steps=result.steps, epochs=round(result.epochs, 4), train_loss=result.train_loss,
-            eval_loss_before=self.eval_before, eval_loss=self.eval_loss, train_tokens=tokens,
-            padding_fraction=round(result.padding_fraction, 4), runtime_s=round(runtime, 2),
-            eval_runtime_s=round(meter.eval_seconds, 2), threads=self.tuner.choice,
-            tokens_per_s=round(tokens / max(runtime - meter.eval_seconds, 1e-9), 1), **processes,
+            event="end",
+            steps=result.steps,
+            epochs=round(result.epochs, 4),
+            train_loss=result.train_loss,
+            eval_loss_before=self.eval_before,
+            eval_loss=self.eval_loss,
+            train_tokens=tokens,
+            padding_fraction=round(result.padding_fraction, 4),
+            runtime_s=round(runtime, 2),
+            eval_runtime_s=round(meter.eval_seconds, 2),
+            threads=self.tuner.choice,
+            tokens_per_s=round(tokens / max(runtime - meter.eval_seconds, 1e-9), 1),
+            **processes,
         )
         return result
 
@@ -268,7 +311,11 @@ class _TrainingRun:
 
 
 def evaluate_loss(
-    model: torch.nn.Module, examples: Examples, batch_size: int, pad_id: int, dtype=None,
+    model: torch.nn.Module,
+    examples: Examples,
+    batch_size: int,
+    pad_id: int,
+    dtype=None,
     world: World | None = None,
 ) -> float:
     """Token-weighted mean next-token loss of `model` on `examples` (split over `world`'s processes)."""
@@ -280,7 +327,7 @@ def evaluate_loss(
     model.eval()
     total = count = 0.0
     with torch.no_grad():
-        for batch in eval_batches(examples, batch_size, pad_id)[world.rank::world.size]:
+        for batch in eval_batches(examples, batch_size, pad_id)[world.rank :: world.size]:
             with _autocast(device, dtype):
                 total += float(summed_loss(model, batch))
             count += batch.num_targets
@@ -305,8 +352,11 @@ def _micro_batches(examples: Examples, args: TrainingArgs, pad_id: int) -> Itera
     epoch = 0
     while True:
         yield from epoch_batches(
-            examples, args.per_device_train_batch_size, seed=args.order_seed + epoch,
-            group_by_length=args.group_by_length, pad_id=pad_id,
+            examples,
+            args.per_device_train_batch_size,
+            seed=args.order_seed + epoch,
+            group_by_length=args.group_by_length,
+            pad_id=pad_id,
         )
         epoch += 1
 

@@ -32,7 +32,9 @@ def summed_loss(model: torch.nn.Module, batch: Batch, label_smoothing: float = 0
     keep = targets != IGNORE_INDEX
     family = find_family(causal_lm.config)
     if family is not None and family.plain_head:
-        hidden = causal_lm.get_decoder()(input_ids=input_ids, attention_mask=mask, use_cache=False).last_hidden_state
+        hidden = causal_lm.get_decoder()(
+            input_ids=input_ids, attention_mask=mask, use_cache=False
+        ).last_hidden_state
         logits = causal_lm.get_output_embeddings()(hidden[:, :-1][keep])
     else:
         logits = causal_lm(input_ids=input_ids, attention_mask=mask, use_cache=False).logits[:, :-1][keep]

@@ -56,13 +56,18 @@ def epoch_batches(
     import torch
 
     generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(examples), generator=generator).tolist() if shuffle else list(range(len(examples)))
+    order = (
+        torch.randperm(len(examples), generator=generator).tolist() if shuffle else list(range(len(examples)))
+    )
     lengths = [_length(examples[i]) for i in range(len(examples))]
     if group_by_length:
         span = MEGA_BATCH * batch_size
-        order = [i for start in range(0, len(order), span)
-                 for i in sorted(order[start:start + span], key=lambda i: -lengths[i])]
-    groups = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        order = [
+            i
+            for start in range(0, len(order), span)
+            for i in sorted(order[start : start + span], key=lambda i: -lengths[i])
+        ]
+    groups = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if shuffle and group_by_length:
         groups = [groups[i] for i in torch.randperm(len(groups), generator=generator).tolist()]
     return [collate([examples[i] for i in group], pad_id) for group in groups]
@@ -71,7 +76,10 @@ def epoch_batches(
 def eval_batches(examples: Sequence[dict[str, list[int]]], batch_size: int, pad_id: int = 0) -> list[Batch]:
     """Evaluation batches: sorted by length (least padding), fixed order."""
     order = sorted(range(len(examples)), key=lambda i: -_length(examples[i]))
-    return [collate([examples[i] for i in order[s:s + batch_size]], pad_id) for s in range(0, len(order), batch_size)]
+    return [
+        collate([examples[i] for i in order[s : s + batch_size]], pad_id)
+        for s in range(0, len(order), batch_size)
+    ]
 
 
 def collate(rows: Sequence[dict[str, list[int]]], pad_id: int) -> Batch:

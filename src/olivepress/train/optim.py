@@ -25,7 +25,10 @@ def make_scheduler(optimizer, args: TrainingArgs, warmup: int, total_steps: int)
 
     try:
         return get_scheduler(
-            args.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps,
+            args.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=warmup,
+            num_training_steps=total_steps,
             scheduler_specific_kwargs=args.lr_scheduler_kwargs or None,
         )
     except (TypeError, ValueError) as exc:

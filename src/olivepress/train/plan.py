@@ -29,9 +29,12 @@ class TrainingPlan:
         steps_per_epoch = max(1, math.ceil(batches_per_epoch / args.gradient_accumulation_steps))
         total = args.max_steps if args.max_steps > 0 else math.ceil(steps_per_epoch * args.num_train_epochs)
         return cls(
-            total_steps=total, steps_per_epoch=steps_per_epoch, batches_per_epoch=batches_per_epoch,
+            total_steps=total,
+            steps_per_epoch=steps_per_epoch,
+            batches_per_epoch=batches_per_epoch,
             warmup=args.warmup_steps or math.ceil(args.warmup_ratio * total),
-            logging_steps=args.logging_steps, eval_every=eval_interval(args, has_eval, steps_per_epoch),
+            logging_steps=args.logging_steps,
+            eval_every=eval_interval(args, has_eval, steps_per_epoch),
             accumulation=args.gradient_accumulation_steps,
         )
 

@@ -34,10 +34,16 @@ class TrainingProgress:
             )
 
             self._bar = Progress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
-                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                console=console, transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("loss {task.fields[loss]}"),
+                TextColumn("{task.fields[speed]} tok/s"),
+                TimeElapsedColumn(),
+                TextColumn("eta"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=True,
             )
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=self.total, loss="-", speed="-")
@@ -58,7 +64,12 @@ class TrainingProgress:
         if log_line:
             log.info(
                 "step %d/%d  loss %.4f  lr %.2e  %.0f tok/s  eta %s",
-                step, self.total, loss, learning_rate, tokens_per_s, _eta(self.started, step, self.total),
+                step,
+                self.total,
+                loss,
+                learning_rate,
+                tokens_per_s,
+                _eta(self.started, step, self.total),
             )
 
     def note(self, message: str) -> None:

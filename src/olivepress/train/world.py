@@ -51,7 +51,8 @@ class World:
     def from_environment(cls) -> World:
         """This process's place, from the variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK)."""
         return cls(
-            rank=int(os.environ.get("RANK", 0)), size=int(os.environ.get("WORLD_SIZE", 1)),
+            rank=int(os.environ.get("RANK", 0)),
+            size=int(os.environ.get("WORLD_SIZE", 1)),
             local_rank=int(os.environ.get("LOCAL_RANK", 0)),
         )
 
@@ -98,7 +99,7 @@ class World:
         offset = 0
         for param in params:
             count = param.numel()
-            param.grad = flat[offset:offset + count].view_as(param).to(param.dtype)
+            param.grad = flat[offset : offset + count].view_as(param).to(param.dtype)
             offset += count
 
     def sum(self, values: Sequence[float]) -> list[float]:

@@ -54,7 +54,8 @@ def plan_auto_opt(
     device, provider = resolve_target(device, provider)
     load_kwargs = {"trust_remote_code": True} if trust_remote_code else {}
     model = resolve_model(
-        str(model_name_or_path), adapter_path=None if adapter_path is None else str(adapter_path),
+        str(model_name_or_path),
+        adapter_path=None if adapter_path is None else str(adapter_path),
         load_kwargs=load_kwargs,
     )
     if not isinstance(model, HfModel):
@@ -70,7 +71,14 @@ def plan_auto_opt(
                 "(Llama, Mistral, Phi-3, Qwen2, Gemma, ...)"
             )
         return _generic_plan(
-            model, architecture, device, provider, precision, output_path, cache_dir, skip_check,
+            model,
+            architecture,
+            device,
+            provider,
+            precision,
+            output_path,
+            cache_dir,
+            skip_check,
             with_adapter=bool(adapter_path),
         )
     if adapter_path:
@@ -89,8 +97,11 @@ def plan_auto_opt(
     passes: dict[str, Any] = {"heads": heads} if heads else {}
     passes["builder"] = builder
     if adapter_path:
-        passes["extract_adapters"] = {"type": "ExtractAdapters", "adapter_name": adapter_name,
-                                      "adapter_precision": adapter_precision}
+        passes["extract_adapters"] = {
+            "type": "ExtractAdapters",
+            "adapter_name": adapter_name,
+            "adapter_precision": adapter_precision,
+        }
         if adapter_block_size:
             passes["extract_adapters"]["adapter_block_size"] = adapter_block_size
     input_model = model.model_dump(exclude={"kind", "path"}) | {"type": "HfModel", "model_path": model.path}
@@ -108,8 +119,16 @@ def plan_auto_opt(
 
 
 def _generic_plan(
-    model: HfModel, architecture: str, device: str, provider: str, precision: str,
-    output_path: str | Path, cache_dir: str | Path, skip_check: bool, *, with_adapter: bool,
+    model: HfModel,
+    architecture: str,
+    device: str,
+    provider: str,
+    precision: str,
+    output_path: str | Path,
+    cache_dir: str | Path,
+    skip_check: bool,
+    *,
+    with_adapter: bool,
 ) -> AutoOptPlan:
     """Models the ORT GenAI builder does not know: torch.onnx export and ONNX Runtime passes."""
     from olivepress.passes.onnx.chains import describe_generic_chain, generic_chain, provider_available
@@ -128,7 +147,10 @@ def _generic_plan(
     description = describe_generic_chain(device, provider, precision)
     plan.messages.append(f"auto-opt: {architecture} on the generic ONNX path: {description}")
     input_model = {
-        "type": "HfModel", "model_path": model.path, "adapter_path": model.adapter_path, "task": model.task,
+        "type": "HfModel",
+        "model_path": model.path,
+        "adapter_path": model.adapter_path,
+        "task": model.task,
         "load_kwargs": model.load_kwargs,
     }
     plan.config = _config(input_model, passes, device, provider, output_path, cache_dir)
@@ -141,8 +163,12 @@ def _generic_plan(
 
 
 def _config(
-    input_model: dict[str, Any], passes: dict[str, Any], device: str, provider: str,
-    output_path: str | Path, cache_dir: str | Path,
+    input_model: dict[str, Any],
+    passes: dict[str, Any],
+    device: str,
+    provider: str,
+    output_path: str | Path,
+    cache_dir: str | Path,
 ) -> dict[str, Any]:
     accelerator = {"device": device, "execution_providers": [provider]}
     return {

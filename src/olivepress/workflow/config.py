@@ -21,10 +21,16 @@ class _Strict(BaseModel):
 
 class InputModelConfig(_Strict):
     type: Literal["HfModel", "OnnxModel"] = Field(
-        "HfModel", description="HfModel (also PyTorchModel) for a Hugging Face / GGUF model; OnnxModel for an ONNX folder."
+        "HfModel",
+        description=(
+            "HfModel (also PyTorchModel) for a Hugging Face / GGUF model; OnnxModel for an ONNX folder."
+        ),
     )
     model_path: str | None = Field(
-        None, description="Local folder, .gguf file, Hugging Face id in the local cache, or 'default' (embedded SmolLM2)."
+        None,
+        description=(
+            "Local folder, .gguf file, Hugging Face id in the local cache, or 'default' (embedded SmolLM2)."
+        ),
     )
     adapter_path: str | None = Field(None, description="A PEFT adapter folder for this model.")
     task: str = Field("text-generation", description="The model's task.")
@@ -53,8 +59,9 @@ class SystemConfig(_Strict):
     )
     accelerators: list[AcceleratorConfig] = Field(default_factory=list)
     address: str | None = Field(
-        None, description="Ray only: 'ray://host:10001', 'host:6379', 'auto' (a running cluster), 'local' "
-        "(a new one in this process); absent: RAY_ADDRESS, else a running local cluster, else a new one."
+        None,
+        description="Ray only: 'ray://host:10001', 'host:6379', 'auto' (a running cluster), 'local' "
+        "(a new one in this process); absent: RAY_ADDRESS, else a running local cluster, else a new one.",
     )
     resources_per_trial: ResourcesPerTrial | None = Field(
         None, description="Ray only: what each candidate reserves."
@@ -84,27 +91,46 @@ class WorkflowConfig(_Strict):
     passes: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Name -> {type: PassType, ...options}; run in the order written."
     )
-    pass_flows: list[list[str]] | None = Field(None, description="Sequences of pass names to run; default: all passes in order.")
+    pass_flows: list[list[str]] | None = Field(
+        None, description="Sequences of pass names to run; default: all passes in order."
+    )
     output_dir: str = Field("olivepress-output", description="Where the final model and footprint.json go.")
     cache_dir: str = Field(".olivepress-cache", description="Where finished passes are cached.")
     clean_cache: bool = Field(False, description="Empty the cache before running.")
-    log_severity_level: int = Field(1, ge=0, le=4, description="0 debug, 1 info, 2 warning, 3 error, 4 critical.")
-    search_strategy: Literal[False] | SearchStrategyConfig | None = Field(
-        None, description="false (or absent): run each pass flow once; else search pass options given as choices."
+    log_severity_level: int = Field(
+        1, ge=0, le=4, description="0 debug, 1 info, 2 warning, 3 error, 4 critical."
     )
-    evaluators: dict[str, EvaluatorConfig] = Field(default_factory=dict, description="Named evaluators: metrics with goals.")
+    search_strategy: Literal[False] | SearchStrategyConfig | None = Field(
+        None,
+        description="false (or absent): run each pass flow once; else search pass options given as choices.",
+    )
+    evaluators: dict[str, EvaluatorConfig] = Field(
+        default_factory=dict, description="Named evaluators: metrics with goals."
+    )
     evaluator: str | EvaluatorConfig | None = Field(
-        None, description="The evaluator (a name under evaluators, or inline) that measures the input and output models."
+        None,
+        description=(
+            "The evaluator (a name under evaluators, or inline) that measures the input and output models."
+        ),
     )
     evaluate_input_model: bool = Field(
         True, description="Measure the input model with the evaluator too (relative goals need it)."
     )
-    allow_user_code: bool = Field(False, description="Run Python the config names (user_script, custom metrics); same as --allow-user-code.")
+    allow_user_code: bool = Field(
+        False,
+        description="Run Python the config names (user_script, custom metrics); same as --allow-user-code.",
+    )
     host: str | None = Field(
         None, description="Name of the system under `systems` that runs the passes (Ray: the candidates)."
     )
-    target: str | None = Field(None, description="Name of the system under `systems` the model is optimised for.")
+    target: str | None = Field(
+        None, description="Name of the system under `systems` the model is optimised for."
+    )
     execution_providers: list[str] | None = Field(None, description="Execution providers of the target.")
     packaging_config: PackagingConfig | list[PackagingConfig] | None = Field(
-        None, description="Package the output at the end: Zipfile (an archive in the output folder) or MLflowModels (also registered)."
+        None,
+        description=(
+            "Package the output at the end: Zipfile (an archive in the output folder) or MLflowModels "
+            "(also registered)."
+        ),
     )

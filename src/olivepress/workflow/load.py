@@ -77,9 +77,13 @@ def read_config_file(path: Path) -> dict[str, Any]:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise OlivepressError(f"{path} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}") from None
+            raise OlivepressError(
+                f"{path} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+            ) from None
     if not isinstance(data, dict):
-        raise OlivepressError(f"{path} must hold a mapping of config keys (input_model, passes, ...), not {type(data).__name__}")
+        raise OlivepressError(
+            f"{path} must hold a mapping of config keys (input_model, passes, ...), not {type(data).__name__}"
+        )
     return data
 
 
@@ -111,8 +115,12 @@ def load_workflow(
     planned = {name: _plan_pass(name, spec) for name, spec in config.passes.items()}
     evaluator = _evaluator(config)
     if evaluator is not None and not config.evaluate_input_model:
-        relative = [f"{m.name}.{sub.name}" for m in evaluator.metrics for sub in m.sub_types
-                    if sub.goal is not None and sub.goal.type != "threshold"]
+        relative = [
+            f"{m.name}.{sub.name}"
+            for m in evaluator.metrics
+            for sub in m.sub_types
+            if sub.goal is not None and sub.goal.type != "threshold"
+        ]
         if relative:
             raise OlivepressError(
                 f"goal of {relative[0]} is relative to the input model, but evaluate_input_model is false; "
@@ -121,15 +129,22 @@ def load_workflow(
     search = config.search_strategy or None
     _check_search(config, planned, evaluator, search)
     return Workflow(
-        config=config, flows=_flows(config, planned), device=device, execution_provider=provider,
-        evaluator=evaluator, search=search, objectives=_objectives(evaluator, search),
+        config=config,
+        flows=_flows(config, planned),
+        device=device,
+        execution_provider=provider,
+        evaluator=evaluator,
+        search=search,
+        objectives=_objectives(evaluator, search),
         host=config.systems[config.host] if config.host else None,
     )
 
 
 def _plan_pass(name: str, raw: dict[str, Any]) -> PlannedPass:
     if "type" not in raw:
-        raise OlivepressError(f"pass '{name}' has no 'type'; say which pass it is, e.g. \"type\": \"ModelBuilder\"")
+        raise OlivepressError(
+            f"pass '{name}' has no 'type'; say which pass it is, e.g. \"type\": \"ModelBuilder\""
+        )
     # "type": ["RTN", "AWQ"] searches over passes: the other options must suit each of them.
     types = raw["type"] if isinstance(raw["type"], list) else [raw["type"]]
     if not types:
@@ -139,13 +154,20 @@ def _plan_pass(name: str, raw: dict[str, Any]) -> PlannedPass:
     specs = [find_pass(str(kind)) for kind in types]
     where = f"passes.{name}"
     planned = [
-        _plan_one(where if len(specs) == 1 else f"{where} ({spec.name})", name, spec, {k: v for k, v in raw.items() if k != "type"})
+        _plan_one(
+            where if len(specs) == 1 else f"{where} ({spec.name})",
+            name,
+            spec,
+            {k: v for k, v in raw.items() if k != "type"},
+        )
         for spec in specs
     ]
     if len(specs) == 1:
         return planned[0]
     if len({tuple(p.choices) for p in planned}) > 1:
-        raise OlivepressError(f"passes.{name}: each pass type in the search must take the same searched options")
+        raise OlivepressError(
+            f"passes.{name}: each pass type in the search must take the same searched options"
+        )
     return replace(planned[0], choices={TYPE: [spec.name for spec in specs], **planned[0].choices})
 
 
@@ -169,12 +191,18 @@ def _evaluator(config: WorkflowConfig) -> EvaluatorConfig | None:
         return ref
     if ref not in config.evaluators:
         known = ", ".join(config.evaluators) or "none"
-        raise OlivepressError(f"evaluator '{ref}' is not defined under evaluators{did_you_mean(ref, config.evaluators)} (defined: {known})")
+        raise OlivepressError(
+            f"evaluator '{ref}' is not defined under evaluators{did_you_mean(ref, config.evaluators)} "
+            f"(defined: {known})"
+        )
     return config.evaluators[ref]
 
 
 def _check_search(
-    config: WorkflowConfig, planned: dict[str, PlannedPass], evaluator: EvaluatorConfig | None, search: SearchStrategyConfig | None
+    config: WorkflowConfig,
+    planned: dict[str, PlannedPass],
+    evaluator: EvaluatorConfig | None,
+    search: SearchStrategyConfig | None,
 ) -> None:
     searched = [(p.name, key, values) for p in planned.values() for key, values in p.choices.items()]
     if searched and search is None:
@@ -184,7 +212,10 @@ def _check_search(
             "add a search_strategy to try them (and an evaluator to compare them), or give one value"
         )
     if search is not None and evaluator is None:
-        raise OlivepressError("search_strategy compares candidates, which needs an evaluator; add \"evaluator\" (metrics with goals)")
+        raise OlivepressError(
+            'search_strategy compares candidates, which needs an evaluator; add "evaluator" (metrics '
+            "with goals)"
+        )
 
 
 def _objectives(evaluator: EvaluatorConfig | None, search: SearchStrategyConfig | None) -> list[Objective]:
@@ -192,21 +223,27 @@ def _objectives(evaluator: EvaluatorConfig | None, search: SearchStrategyConfig 
     if evaluator is None or search is None:
         return []
     if search.objectives:
-        ranked = sorted(enumerate(search.objectives), key=lambda item: (item[1].priority or 10**6 + item[0]))
+        ranked = sorted(enumerate(search.objectives), key=lambda item: item[1].priority or 10**6 + item[0])
         objectives = []
         for _, objective in ranked:
             metric, sub = evaluator.find(objective.metric)
-            higher = objective.higher_is_better if objective.higher_is_better is not None else metric.higher_is_better(sub)
+            higher = (
+                objective.higher_is_better
+                if objective.higher_is_better is not None
+                else metric.higher_is_better(sub)
+            )
             objectives.append(Objective(metric=f"{metric.name}.{sub.name}", higher_is_better=higher))
         return objectives
     prioritised = sorted(
         (sub.priority, f"{metric.name}.{sub.name}", metric.higher_is_better(sub))
-        for metric in evaluator.metrics for sub in metric.resolved_sub_types() if sub.priority is not None
+        for metric in evaluator.metrics
+        for sub in metric.resolved_sub_types()
+        if sub.priority is not None
     )
     if not prioritised:
         raise OlivepressError(
             "search_strategy has no objective: name one in search_strategy.objectives "
-            "(e.g. [\"speed.decode_tokens_per_s\"]) or give a metric sub-type a priority"
+            '(e.g. ["speed.decode_tokens_per_s"]) or give a metric sub-type a priority'
         )
     return [Objective(metric=name, higher_is_better=higher) for _, name, higher in prioritised]
 
@@ -218,7 +255,9 @@ def _flows(config: WorkflowConfig, planned: dict[str, PlannedPass]) -> list[list
     for flow in config.pass_flows:
         for name in flow:
             if name not in planned:
-                raise OlivepressError(f"pass_flows names pass '{name}', which is not under passes{did_you_mean(name, planned)}")
+                raise OlivepressError(
+                    f"pass_flows names pass '{name}', which is not under passes{did_you_mean(name, planned)}"
+                )
         flows.append([planned[name] for name in flow])
     return flows
 
@@ -228,7 +267,9 @@ def _target(config: WorkflowConfig) -> tuple[str, str]:
     for role in ("host", "target"):
         ref = getattr(config, role)
         if ref is not None and ref not in config.systems:
-            raise OlivepressError(f"{role} '{ref}' is not defined under systems{did_you_mean(ref, config.systems)}")
+            raise OlivepressError(
+                f"{role} '{ref}' is not defined under systems{did_you_mean(ref, config.systems)}"
+            )
     device, providers = "cpu", None
     target = config.systems.get(config.target or "") if config.target else None
     if target is None and len(config.systems) == 1:

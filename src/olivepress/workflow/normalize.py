@@ -26,7 +26,9 @@ _AZURE_HINT = "olivepress reads local folders, .gguf files and models in the loc
 
 def normalize_workflow(raw: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, dict):
-        raise OlivepressError(f"a workflow config must be a mapping of keys to values, not {type(raw).__name__}")
+        raise OlivepressError(
+            f"a workflow config must be a mapping of keys to values, not {type(raw).__name__}"
+        )
     flat = {key: value for key, value in raw.items() if key != "engine"}
     engine = raw.get("engine")
     if engine is not None:
@@ -34,7 +36,9 @@ def normalize_workflow(raw: dict[str, Any]) -> dict[str, Any]:
             raise OlivepressError("'engine' must be a mapping of engine options (cache_dir, output_dir, ...)")
         for key, value in engine.items():
             if key in flat and flat[key] != value:
-                raise OlivepressError(f"'{key}' is set both at the top level and in 'engine' with different values; keep one")
+                raise OlivepressError(
+                    f"'{key}' is set both at the top level and in 'engine' with different values; keep one"
+                )
             flat[key] = value
     # Olive keys that do not apply here are dropped with a warning; refused ones stop here.
     flat = apply_key_treatments("run+engine", flat, "")
@@ -53,7 +57,9 @@ def normalize_workflow(raw: dict[str, Any]) -> dict[str, Any]:
     if "search_strategy" in flat:
         flat["search_strategy"] = _search_strategy(flat["search_strategy"])
         if isinstance(flat["search_strategy"], dict):
-            flat["search_strategy"] = _checked(SearchStrategyConfig, flat["search_strategy"], "search_strategy")
+            flat["search_strategy"] = _checked(
+                SearchStrategyConfig, flat["search_strategy"], "search_strategy"
+            )
     return flat
 
 
@@ -68,8 +74,12 @@ def _checked(model: type[BaseModel], value: dict[str, Any], where: str) -> dict[
 
 
 # Olive's names for metric options -> olivepress's.
-_METRIC_KEYS = {"warmup_num": "warmup_runs", "repeat_test_num": "timed_runs", "evaluate_func_kwargs": "func_kwargs",
-                "metric_func": "evaluate_func"}
+_METRIC_KEYS = {
+    "warmup_num": "warmup_runs",
+    "repeat_test_num": "timed_runs",
+    "evaluate_func_kwargs": "func_kwargs",
+    "metric_func": "evaluate_func",
+}
 
 
 def _evaluator(spec: Any) -> Any:
@@ -92,7 +102,9 @@ def _metric(spec: Any) -> Any:
             for key, value in inner.items():
                 key = _METRIC_KEYS.get(key, key)
                 if key in flat and flat[key] != value:
-                    raise OlivepressError(f"metric '{spec.get('name')}': '{key}' is given twice with different values; keep one")
+                    raise OlivepressError(
+                        f"metric '{spec.get('name')}': '{key}' is given twice with different values; keep one"
+                    )
                 flat[key] = value
     return {_METRIC_KEYS.get(key, key): value for key, value in flat.items()}
 
@@ -101,7 +113,10 @@ _SAMPLER_ALIASES = {"exhaustive": "sequential", "grid": "sequential", "optuna": 
 
 
 def _search_strategy(spec: Any) -> Any:
-    """true -> defaults; the older search_algorithm / search_algorithm_config spelling -> sampler / max_samples."""
+    """true -> defaults.
+
+    The older search_algorithm / search_algorithm_config spelling -> sampler / max_samples.
+    """
     if spec is True:
         return {}
     if not isinstance(spec, dict):
@@ -118,7 +133,10 @@ def _search_strategy(spec: Any) -> Any:
             if old in config:
                 spec.setdefault(new, config.pop(old))
         if config:
-            raise OlivepressError(f"unknown key(s) in search_strategy.search_algorithm_config: {', '.join(sorted(config))}; known: num_samples, seed")
+            raise OlivepressError(
+                "unknown key(s) in search_strategy.search_algorithm_config: "
+                f"{', '.join(sorted(config))}; known: num_samples, seed"
+            )
     if isinstance(spec.get("sampler"), str):
         spec["sampler"] = _SAMPLER_ALIASES.get(spec["sampler"].lower(), spec["sampler"].lower())
     # Olive's stop_when_goals_met / output_model_num ask for what olivepress always does
@@ -129,11 +147,22 @@ def _search_strategy(spec: Any) -> Any:
 
 
 # Keys that name Python for olivepress to import and run.
-USER_CODE_KEYS = ("user_script", "script_dir", "evaluate_func", "dataloader_func", "metric_func", "post_process_func", "load_dataset_func")
+USER_CODE_KEYS = (
+    "user_script",
+    "script_dir",
+    "evaluate_func",
+    "dataloader_func",
+    "metric_func",
+    "post_process_func",
+    "load_dataset_func",
+)
 
 
 def user_code_references(raw: Any, where: str = "") -> list[str]:
-    """Every place the config names Python to run, as 'where=value' (e.g. 'evaluators.e.metrics.0.user_script=m.py')."""
+    """Every place the config names Python to run, as 'where=value'.
+
+    For example 'evaluators.e.metrics.0.user_script=m.py'.
+    """
     found: list[str] = []
     if isinstance(raw, dict):
         for key, value in raw.items():
@@ -164,13 +193,16 @@ def _pass(name: str, spec: Any) -> Any:
     # Olive writes a pass as a list of one or more pass configs; olivepress runs one per name.
     if isinstance(spec, list):
         if len(spec) != 1:
-            raise OlivepressError(f"passes.{name} lists {len(spec)} pass configs; give one (a mapping with 'type')")
+            raise OlivepressError(
+                f"passes.{name} lists {len(spec)} pass configs; give one (a mapping with 'type')"
+            )
         spec = spec[0]
     spec = _unwrap_config(spec)
     if not isinstance(spec, dict):
         return spec
-    entry = apply_key_treatments("pass_entry", {k: v for k, v in spec.items() if k in ("host", "evaluator")},
-                                 f"passes.{name}.")
+    entry = apply_key_treatments(
+        "pass_entry", {k: v for k, v in spec.items() if k in ("host", "evaluator")}, f"passes.{name}."
+    )
     return {k: v for k, v in spec.items() if k not in ("host", "evaluator")} | entry
 
 
@@ -188,7 +220,8 @@ def _system(name: str, spec: Any) -> Any:
     spec = apply_key_treatments("system_config", spec, f"systems.{name}.")
     if isinstance(spec.get("accelerators"), list):
         spec["accelerators"] = [
-            apply_key_treatments("accelerator", item, f"systems.{name}.accelerators.{i}.") if isinstance(item, dict)
+            apply_key_treatments("accelerator", item, f"systems.{name}.accelerators.{i}.")
+            if isinstance(item, dict)
             else item
             for i, item in enumerate(spec["accelerators"])
         ]
@@ -251,12 +284,19 @@ def _input_model(spec: Any) -> Any:
             spec["load_kwargs"] = load_kwargs
         if hf_config:
             unknown = ", ".join(sorted(hf_config))
-            raise OlivepressError(f"unknown key(s) in input_model.hf_config: {unknown}; known: model_name, task, from_pretrained_args")
+            raise OlivepressError(
+                f"unknown key(s) in input_model.hf_config: {unknown}; known: model_name, task, "
+                "from_pretrained_args"
+            )
     return spec
 
 
 # Olive's text-generation pre-processing names -> olivepress's.
-_PRE_PROCESS_KEYS = {"max_seq_len": "source_max_len", "strategy": "corpus_strategy", "chat_template": "use_chat_template"}
+_PRE_PROCESS_KEYS = {
+    "max_seq_len": "source_max_len",
+    "strategy": "corpus_strategy",
+    "chat_template": "use_chat_template",
+}
 
 
 def _pre_process(section: dict[str, Any], where: str) -> dict[str, Any]:
@@ -267,10 +307,14 @@ def _pre_process(section: dict[str, Any], where: str) -> dict[str, Any]:
         if key == "strategy" and isinstance(value, str):
             value = {"line_by_line": "line-by-line"}.get(value, value)
         if key == "chat_template" and not isinstance(value, bool):
-            raise OlivepressError(f"{where}chat_template: give true to use the tokenizer's chat template (a template "
-                                  "text is not supported; put it in the tokenizer's chat_template)")
+            raise OlivepressError(
+                f"{where}chat_template: give true to use the tokenizer's chat template (a template "
+                "text is not supported; put it in the tokenizer's chat_template)"
+            )
         if new in renamed and renamed[new] != value:
-            raise OlivepressError(f"{where}'{key}' and '{new}' are the same option with different values; keep one")
+            raise OlivepressError(
+                f"{where}'{key}' and '{new}' are the same option with different values; keep one"
+            )
         renamed[new] = value
     return renamed
 
@@ -280,7 +324,12 @@ def _data_config(spec: Any) -> Any:
         return spec
     spec = dict(spec)
     where = f"data_configs.{spec.get('name')}."
-    for key in ("load_dataset_config", "pre_process_data_config", "post_process_data_config", "dataloader_config"):
+    for key in (
+        "load_dataset_config",
+        "pre_process_data_config",
+        "post_process_data_config",
+        "dataloader_config",
+    ):
         section = spec.get(key)
         if isinstance(section, dict) and isinstance(section.get("params"), dict):
             rest = {k: v for k, v in section.items() if k not in ("params", "type")}
@@ -291,7 +340,9 @@ def _data_config(spec: Any) -> Any:
             "load_dataset", spec["load_dataset_config"], f"{where}load_dataset_config."
         )
     if isinstance(spec.get("pre_process_data_config"), dict):
-        spec["pre_process_data_config"] = _pre_process(spec["pre_process_data_config"], f"{where}pre_process_data_config.")
+        spec["pre_process_data_config"] = _pre_process(
+            spec["pre_process_data_config"], f"{where}pre_process_data_config."
+        )
     params = spec.pop("params_config", None)
     if isinstance(params, dict):
         params = dict(params)
@@ -310,11 +361,14 @@ def _data_config(spec: Any) -> Any:
             spec["pre_process_data_config"] = {**pre, **(spec.get("pre_process_data_config") or {})}
         if params:
             unknown = ", ".join(sorted(params))
-            raise OlivepressError(f"unknown key(s) in data config '{spec.get('name')}' params_config: {unknown}")
+            raise OlivepressError(
+                f"unknown key(s) in data config '{spec.get('name')}' params_config: {unknown}"
+            )
     data_files = (spec.get("load_dataset_config") or {}).get("data_files")
     if isinstance(data_files, dict) and "type" in data_files:
         raise OlivepressError(
-            f"data config '{spec.get('name')}' reads data_files of type '{data_files['type']}' (a cloud data store); "
-            f"{_AZURE_HINT.replace('folders, .gguf files and models in the local Hugging Face cache', 'data files')}"
+            f"data config '{spec.get('name')}' reads data_files of type '{data_files['type']}' (a "
+            "cloud data store); "
+            f"{_AZURE_HINT.replace('folders, .gguf files and models in the local Hugging Face cache', 'data files')}"  # noqa: E501
         )
     return spec

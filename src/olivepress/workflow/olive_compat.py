@@ -45,7 +45,10 @@ def olive_surface() -> dict[str, Any]:
 # --- workflow sections ------------------------------------------------------------------
 
 _LOCAL_ONLY = "olivepress runs workflows on this machine"
-_NO_USER_CODE = "olivepress data configs take local files and templates, not Python; preprocess the data into a JSONL file"
+_NO_USER_CODE = (
+    "olivepress data configs take local files and templates, not Python; preprocess the data into a JSONL "
+    "file"
+)
 
 # section -> key -> (status, reason). Keys not listed here are supported when the olivepress
 # config class of the section has a field of that name (see _section_fields).
@@ -56,18 +59,27 @@ SECTION_KEYS: dict[str, dict[str, Treatment]] = {
         "no_artifacts": Treatment(
             NO_EFFECT, "olivepress writes only the model, footprint.json and the report into output_dir"
         ),
-        "plot_pareto_frontier": Treatment(NO_EFFECT, "olivepress draws no plots; the report lists every candidate"),
+        "plot_pareto_frontier": Treatment(
+            NO_EFFECT, "olivepress draws no plots; the report lists every candidate"
+        ),
         "clean_evaluation_cache": Treatment(NO_EFFECT, "olivepress does not cache evaluation results"),
         "ort_log_severity_level": Treatment(NO_EFFECT, "ONNX Runtime's own log level stays at its default"),
-        "ort_py_log_severity_level": Treatment(NO_EFFECT, "ONNX Runtime's own log level stays at its default"),
-        "log_to_file": Treatment(NO_EFFECT, "olivepress logs to the console; tool logs stay in their cache entries"),
+        "ort_py_log_severity_level": Treatment(
+            NO_EFFECT, "ONNX Runtime's own log level stays at its default"
+        ),
+        "log_to_file": Treatment(
+            NO_EFFECT, "olivepress logs to the console; tool logs stay in their cache entries"
+        ),
         "cache_config": Treatment(
-            REFUSED, "olivepress's cache is a local folder; use cache_dir (a shared folder shares finished passes)"
+            REFUSED,
+            "olivepress's cache is a local folder; use cache_dir (a shared folder shares finished passes)",
         ),
         "enable_shared_cache": Treatment(
             REFUSED, "Olive's shared cache is an Azure blob store; point cache_dir at a shared folder instead"
         ),
-        "builds": Treatment(REFUSED, "olivepress runs one workflow per config; list pass sequences in pass_flows"),
+        "builds": Treatment(
+            REFUSED, "olivepress runs one workflow per config; list pass sequences in pass_flows"
+        ),
         "max_concurrent_builds": Treatment(REFUSED, "olivepress runs one workflow per config (no builds)"),
     },
     "pass_entry": {
@@ -84,8 +96,18 @@ SECTION_KEYS: dict[str, dict[str, Treatment]] = {
         "hf_token": Treatment(NO_EFFECT, "olivepress never contacts the Hugging Face hub"),
         **{
             key: Treatment(REFUSED, f"a key of Olive's Docker / PythonEnvironment systems; {_LOCAL_ONLY}")
-            for key in ("build_args", "build_context_path", "clean_image", "dockerfile", "environment_variables",
-                        "image_name", "prepend_to_path", "python_environment_path", "run_params", "work_dir")
+            for key in (
+                "build_args",
+                "build_context_path",
+                "clean_image",
+                "dockerfile",
+                "environment_variables",
+                "image_name",
+                "prepend_to_path",
+                "python_environment_path",
+                "run_params",
+                "work_dir",
+            )
         },
     },
     "accelerator": {
@@ -103,7 +125,8 @@ SECTION_KEYS: dict[str, dict[str, Treatment]] = {
     },
     "load_dataset": {
         "subset": Treatment(
-            SUPPORTED, "only with data_name wikitext, which falls back to the shipped calibration text offline"
+            SUPPORTED,
+            "only with data_name wikitext, which falls back to the shipped calibration text offline",
         ),
         "col_filters": Treatment(REFUSED, "filter the records into a local file first"),
     },
@@ -182,10 +205,15 @@ def olive_names_for(model: type) -> list[str]:
     from olivepress.data.config import DataConfig, LoadDatasetConfig, PreProcessDataConfig
     from olivepress.workflow.config import AcceleratorConfig, InputModelConfig, SystemConfig, WorkflowConfig
 
-    sections = {WorkflowConfig: ["run+engine"], SystemConfig: ["system_config"], AcceleratorConfig: ["accelerator"],
-                DataConfig: ["data_config"], LoadDatasetConfig: ["load_dataset"],
-                PreProcessDataConfig: ["pre_process_text_generation"],
-                InputModelConfig: ["input_model_hf", "input_model_onnx"]}
+    sections = {
+        WorkflowConfig: ["run+engine"],
+        SystemConfig: ["system_config"],
+        AcceleratorConfig: ["accelerator"],
+        DataConfig: ["data_config"],
+        LoadDatasetConfig: ["load_dataset"],
+        PreProcessDataConfig: ["pre_process_text_generation"],
+        InputModelConfig: ["input_model_hf", "input_model_onnx"],
+    }
     names = [name for section in sections.get(model, []) for name in SECTION_KEYS.get(section, {})]
     return names + list(getattr(model, "OLIVE_ALIASES", {}))
 
@@ -210,36 +238,70 @@ def apply_key_treatments(section: str, mapping: dict[str, Any], where: str) -> d
         elif treatment.status == NO_EFFECT:
             log.warning("%s'%s' has no effect in olivepress: %s", where, key, treatment.reason)
         else:
-            raise OlivepressError(f"{where}'{key}' is an Olive option olivepress does not support: {treatment.reason}")
+            raise OlivepressError(
+                f"{where}'{key}' is an Olive option olivepress does not support: {treatment.reason}"
+            )
     return kept
 
 
 # --- passes -----------------------------------------------------------------------------
 
-_ONNX_OUTPUT = ("save_as_external_data", "all_tensors_to_one_file", "external_data_name", "size_threshold",
-                "convert_attribute")
+_ONNX_OUTPUT = (
+    "save_as_external_data",
+    "all_tensors_to_one_file",
+    "external_data_name",
+    "size_threshold",
+    "convert_attribute",
+)
 _NOT_ORT = "olivepress builds models for ONNX Runtime (and ONNX Runtime GenAI) on CPU and GPU"
 
 # Olive passes olivepress has no module for, by the reason why.
 REFUSED_PASSES: dict[str, str] = {
     **dict.fromkeys(
-        ("OpenVINOConversion", "OpenVINOEncapsulation", "OpenVINOIoUpdate", "OpenVINOOptimumConversion",
-         "OpenVINOQuantization", "OpenVINOQuantizationWithAccuracy", "OpenVINOWeightCompression"),
+        (
+            "OpenVINOConversion",
+            "OpenVINOEncapsulation",
+            "OpenVINOIoUpdate",
+            "OpenVINOOptimumConversion",
+            "OpenVINOQuantization",
+            "OpenVINOQuantizationWithAccuracy",
+            "OpenVINOWeightCompression",
+        ),
         f"an OpenVINO pass; {_NOT_ORT}",
     ),
     **dict.fromkeys(
-        ("QNNContextBinaryGenerator", "QNNConversion", "QNNModelLibGenerator", "QNNPreprocess", "QairtEncapsulation",
-         "QairtGenAIBuilder", "QairtMHA2SHA", "QairtPipelinePass", "QairtPreparation", "EPContextBinaryGenerator",
-         "StaticLLM", "SplitModel", "CaptureSplitInfo", "CaptureLayerAnnotations"),
+        (
+            "QNNContextBinaryGenerator",
+            "QNNConversion",
+            "QNNModelLibGenerator",
+            "QNNPreprocess",
+            "QairtEncapsulation",
+            "QairtGenAIBuilder",
+            "QairtMHA2SHA",
+            "QairtPipelinePass",
+            "QairtPreparation",
+            "EPContextBinaryGenerator",
+            "StaticLLM",
+            "SplitModel",
+            "CaptureSplitInfo",
+            "CaptureLayerAnnotations",
+        ),
         f"prepares models for Qualcomm NPUs (QNN / QAIRT) and static-shape NPU runtimes; {_NOT_ORT}",
     ),
     **dict.fromkeys(
-        ("VitisAIAddMetaData", "VitisGenerateModelLLM", "VitisGenerateModelSD", "RyzenGenerateModelLLM",
-         "QuarkQuantization", "QuarkQuantizationVitisAI"),
+        (
+            "VitisAIAddMetaData",
+            "VitisGenerateModelLLM",
+            "VitisGenerateModelSD",
+            "RyzenGenerateModelLLM",
+            "QuarkQuantization",
+            "QuarkQuantizationVitisAI",
+        ),
         f"an AMD Ryzen AI / Vitis AI / Quark pass; {_NOT_ORT}",
     ),
     **dict.fromkeys(
-        ("NVModelOptQuantization", "NVModelOptGraphSurgery"), "needs NVIDIA ModelOpt; use AWQ or GPTQ (CPU-capable)"
+        ("NVModelOptQuantization", "NVModelOptGraphSurgery"),
+        "needs NVIDIA ModelOpt; use AWQ or GPTQ (CPU-capable)",
     ),
     **dict.fromkeys(
         ("IncQuantization", "IncDynamicQuantization", "IncStaticQuantization"),
@@ -247,9 +309,13 @@ REFUSED_PASSES: dict[str, str] = {
     ),
     "AimetQuantization": "needs Qualcomm AIMET; use OnnxStaticQuantization",
     "OnnxQuantization": "pick one: OnnxDynamicQuantization or OnnxStaticQuantization",
-    "OnnxBnb4Quantization": "bitsandbytes 4-bit ONNX weights run on CUDA only; use OnnxMatMul4Quantizer or ModelBuilder int4",
+    "OnnxBnb4Quantization": (
+        "bitsandbytes 4-bit ONNX weights run on CUDA only; use OnnxMatMul4Quantizer or ModelBuilder int4"
+    ),
     "OnnxKQuantQuantization": "not implemented; use ModelBuilder int4 (or GPTQ / AWQ before it)",
-    "OnnxHqqQuantization": "HQQ is not implemented; use GPTQ or AWQ before ModelBuilder, or OnnxMatMul4Quantizer",
+    "OnnxHqqQuantization": (
+        "HQQ is not implemented; use GPTQ or AWQ before ModelBuilder, or OnnxMatMul4Quantizer"
+    ),
     "KQuant": "not implemented; use GPTQ or AWQ",
     "MatMulNBitsToQDQ": "olivepress keeps MatMulNBits (what ONNX Runtime's CPU and CUDA kernels run)",
     "AutoClip": "olivepress's AWQ and GPTQ search clipping ranges themselves (their clip option)",
@@ -265,7 +331,9 @@ REFUSED_PASSES: dict[str, str] = {
     "OptimumConversion": "use OnnxConversion (or ModelBuilder for decoder LLMs)",
     "OptimumMerging": "ModelBuilder writes one decoder with a KV cache; nothing to merge",
     "OnnxDiscrepancyCheck": "use an evaluator (perplexity, accuracy) or `olivepress evaluate`",
-    "OrtSessionParamsTuning": "not implemented; the latency and throughput metrics measure a session as configured",
+    "OrtSessionParamsTuning": (
+        "not implemented; the latency and throughput metrics measure a session as configured"
+    ),
     "OrtMixedPrecision": "use OnnxFloatToFloat16 with op_block_list",
     "MixedPrecisionOverrides": "an NPU QDQ pass; olivepress writes MatMulNBits / QOperator models",
     "OnnxQuantizationPreprocess": "the quantization passes run ONNX Runtime's preprocessing themselves",
@@ -273,7 +341,9 @@ REFUSED_PASSES: dict[str, str] = {
     "OnnxPeepholeOptimizer": "use OrtTransformersOptimization",
     "OnnxOpVersionConversion": "set target_opset on OnnxConversion",
     "OnnxIODataTypeConverter": "use OnnxFloatToFloat16 (keep_io_types false)",
-    "DynamicToFixedShape": "static shapes are for NPUs; olivepress keeps dynamic axes (OnnxConversion dynamic false fixes them)",
+    "DynamicToFixedShape": (
+        "static shapes are for NPUs; olivepress keeps dynamic axes (OnnxConversion dynamic false fixes them)"
+    ),
     "InputNCHWtoNHWC": "an image-model pass; olivepress converts language and encoder models",
     "ComposeOnnxModels": "ModelBuilder writes one model folder; nothing to compose",
     "AddOliveMetadata": "olivepress records what it did in footprint.json",
@@ -291,7 +361,9 @@ PASS_OPTIONS: dict[str, dict[str, Treatment]] = {
         "save_metadata_for_token_generation": Treatment(
             NO_EFFECT, "the folder always carries config.json, generation config and tokenizer files"
         ),
-        "past_key_value_name": Treatment(NO_EFFECT, "OnnxConversion exports without a KV cache (ModelBuilder adds one)"),
+        "past_key_value_name": Treatment(
+            NO_EFFECT, "OnnxConversion exports without a KV cache (ModelBuilder adds one)"
+        ),
         "device": Treatment(NO_EFFECT, "export runs on the CPU"),
         "torch_dtype": Treatment(NO_EFFECT, "export traces in float32; OnnxFloatToFloat16 makes fp16"),
         "parallel_jobs": Treatment(NO_EFFECT, "one model is exported at a time"),
@@ -317,8 +389,12 @@ PASS_OPTIONS: dict[str, dict[str, Treatment]] = {
         "bits": Treatment(REFUSED, "this pass writes 4-bit weights; use ModelBuilder int8 for 8 bits"),
     },
     "ExtractAdapters": {
-        "adapter_type": Treatment(NO_EFFECT, "LoRA adapters are extracted (the only kind ORT GenAI switches)"),
-        "make_inputs": Treatment(NO_EFFECT, "adapter weights always become inputs (ORT GenAI switches them per request)"),
+        "adapter_type": Treatment(
+            NO_EFFECT, "LoRA adapters are extracted (the only kind ORT GenAI switches)"
+        ),
+        "make_inputs": Treatment(
+            NO_EFFECT, "adapter weights always become inputs (ORT GenAI switches them per request)"
+        ),
         "dynamic_lora_r": Treatment(NO_EFFECT, "the rank axis is always dynamic"),
         "optional_inputs": Treatment(NO_EFFECT, "the inputs have defaults (no adapter) in the model"),
         "save_format": Treatment(NO_EFFECT, "adapters are written as .onnx_adapter files"),
@@ -327,30 +403,55 @@ PASS_OPTIONS: dict[str, dict[str, Treatment]] = {
     "AWQ": {
         "input_model_dtype": Treatment(NO_EFFECT, "AWQ computes in float32 on the CPU"),
         "version": Treatment(SUPPORTED, "gemm only (the layout the ORT GenAI builder reads)"),
-        "export_compatible": Treatment(NO_EFFECT, "the checkpoint is always exportable (ModelBuilder reads it)"),
+        "export_compatible": Treatment(
+            NO_EFFECT, "the checkpoint is always exportable (ModelBuilder reads it)"
+        ),
     },
     "GPTQ": {
         "layers_block_name": Treatment(NO_EFFECT, "decoder layers are found from the model"),
         "outside_layer_modules": Treatment(NO_EFFECT, "decoder layers are found from the model"),
-        "inside_layer_modules": Treatment(NO_EFFECT, "every Linear of a decoder layer is quantized (see overrides)"),
+        "inside_layer_modules": Treatment(
+            NO_EFFECT, "every Linear of a decoder layer is quantized (see overrides)"
+        ),
         "static_groups": Treatment(NO_EFFECT, "groups are taken as GPTQ reaches them (static_groups false)"),
-        "true_sequential": Treatment(NO_EFFECT, "layers are quantized in order, each on the quantized previous ones"),
+        "true_sequential": Treatment(
+            NO_EFFECT, "layers are quantized in order, each on the quantized previous ones"
+        ),
     },
     "LoRA": {
-        "torch_dtype": Treatment(NO_EFFECT, "training runs in float32 on the CPU, the device's dtype on a GPU"),
+        "torch_dtype": Treatment(
+            NO_EFFECT, "training runs in float32 on the CPU, the device's dtype on a GPU"
+        ),
         "device_map": Treatment(NO_EFFECT, "the model is placed on the workflow's device"),
         "allow_tf32": Treatment(NO_EFFECT, "a CUDA matmul setting; left at torch's default"),
         "ephemeral_gpu_offload": Treatment(NO_EFFECT, "models are trained where they are loaded"),
         "save_quant_config": Treatment(NO_EFFECT, "QLoRA always writes its quantization settings"),
     },
     "LoHa": {
-        "lora_dropout": Treatment(NO_EFFECT, "LoHa drops ranks or modules (rank_dropout, module_dropout), not inputs"),
+        "lora_dropout": Treatment(
+            NO_EFFECT, "LoHa drops ranks or modules (rank_dropout, module_dropout), not inputs"
+        ),
     },
     "LoKr": {
-        "lora_dropout": Treatment(NO_EFFECT, "LoKr drops ranks or modules (rank_dropout, module_dropout), not inputs"),
-        **{key: Treatment(REFUSED, "not exposed; olivepress's LoKr takes rank, alpha, dropout and target_modules")
-        for key in ("decompose_both", "rank_dropout_scale", "use_effective_conv2d", "exclude_modules", "init_weights",
-                    "layers_to_transform", "layers_pattern", "rank_pattern", "alpha_pattern")},
+        "lora_dropout": Treatment(
+            NO_EFFECT, "LoKr drops ranks or modules (rank_dropout, module_dropout), not inputs"
+        ),
+        **{
+            key: Treatment(
+                REFUSED, "not exposed; olivepress's LoKr takes rank, alpha, dropout and target_modules"
+            )
+            for key in (
+                "decompose_both",
+                "rank_dropout_scale",
+                "use_effective_conv2d",
+                "exclude_modules",
+                "init_weights",
+                "layers_to_transform",
+                "layers_pattern",
+                "rank_pattern",
+                "alpha_pattern",
+            )
+        },
     },
     "quantizers": {
         "quantize_vision": Treatment(NO_EFFECT, "olivepress quantizes language models (no vision tower)"),
@@ -386,7 +487,9 @@ def option_treatment(pass_name: str, config_cls: type, option: str) -> Treatment
     return Treatment(UNCLASSIFIED)
 
 
-def apply_option_treatments(pass_name: str, config_cls: type, options: dict[str, Any], where: str) -> dict[str, Any]:
+def apply_option_treatments(
+    pass_name: str, config_cls: type, options: dict[str, Any], where: str
+) -> dict[str, Any]:
     """The pass's options without those that have no effect here (one warning each); an error
     for a refused one. Unknown options are left for validation ('did you mean')."""
     kept = {}
@@ -395,7 +498,9 @@ def apply_option_treatments(pass_name: str, config_cls: type, options: dict[str,
         if treatment.status == NO_EFFECT:
             log.warning("%s: '%s' has no effect in olivepress: %s", where, key, treatment.reason)
         elif treatment.status == REFUSED:
-            raise OlivepressError(f"{where}: '{key}' is an Olive option olivepress does not support: {treatment.reason}")
+            raise OlivepressError(
+                f"{where}: '{key}' is an Olive option olivepress does not support: {treatment.reason}"
+            )
         else:
             kept[key] = value
     return kept
@@ -440,7 +545,8 @@ def render_markdown() -> str:
         "",
         "Generated by `scripts/olive_compat_doc.py` from olivepress's own tables "
         "(`src/olivepress/workflow/olive_compat.py` and each pass's Config) and Olive's names, read from "
-        f"Olive's source at commit `{surface['olive_commit'][:12]}` (`src/olivepress/workflow/olive_surface.json`). "
+        f"Olive's source at commit `{surface['olive_commit'][:12]}` "
+        "(`src/olivepress/workflow/olive_surface.json`). "
         "Do not edit by hand.",
         "",
         f"- **{SUPPORTED}**: olivepress implements it.",
@@ -452,7 +558,13 @@ def render_markdown() -> str:
         "## Workflow keys",
     ]
     for section, keys in olive_section_keys().items():
-        lines += ["", f"### {_SECTION_TITLES[section]}", "", _row("key", "olivepress", "note"), _row("---", "---", "---")]
+        lines += [
+            "",
+            f"### {_SECTION_TITLES[section]}",
+            "",
+            _row("key", "olivepress", "note"),
+            _row("---", "---", "---"),
+        ]
         for key in keys:
             treatment = key_treatment(section, key)
             lines.append(_row(f"`{key}`", treatment.status, treatment.reason))
@@ -477,8 +589,14 @@ def render_markdown() -> str:
             rows.append(_row(f"`{option}`", treatment.status, reason))
         if spec_data["options"]:
             option_sections += ["", f"### {name}", "", *rows]
-    lines += ["", f"## Passes ({counts[SUPPORTED]} supported, {counts[REFUSED]} refused)", "",
-              _row("Olive pass", "olivepress", "note"), _row("---", "---", "---"), *pass_rows]
+    lines += [
+        "",
+        f"## Passes ({counts[SUPPORTED]} supported, {counts[REFUSED]} refused)",
+        "",
+        _row("Olive pass", "olivepress", "note"),
+        _row("---", "---", "---"),
+        *pass_rows,
+    ]
     lines += ["", "## Options of the supported passes", *option_sections]
     lines += ["", "## GraphSurgeries surgeons", "", _row("surgeon", "olivepress"), _row("---", "---")]
     for surgeon in surface["surgeons"]:

@@ -18,12 +18,14 @@ def workflow_json_schema() -> dict[str, Any]:
         for name, definition in pass_schema.pop("$defs", {}).items():
             definitions.setdefault(name, definition)
         properties = {"type": {"enum": [spec.name, *spec.aliases]}, **pass_schema.get("properties", {})}
-        variants.append({
-            "title": spec.name,
-            "type": "object",
-            "properties": properties,
-            "required": ["type", *pass_schema.get("required", [])],
-            "additionalProperties": False,
-        })
+        variants.append(
+            {
+                "title": spec.name,
+                "type": "object",
+                "properties": properties,
+                "required": ["type", *pass_schema.get("required", [])],
+                "additionalProperties": False,
+            }
+        )
     schema["properties"]["passes"]["additionalProperties"] = {"oneOf": variants}
     return schema

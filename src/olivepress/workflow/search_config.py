@@ -20,7 +20,9 @@ from olivepress.errors import OlivepressError
 class ObjectiveConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    metric: str = Field(..., description="'<metric>.<sub-type>' the evaluator reports, e.g. 'speed.decode_tokens_per_s'.")
+    metric: str = Field(
+        ..., description="'<metric>.<sub-type>' the evaluator reports, e.g. 'speed.decode_tokens_per_s'."
+    )
     higher_is_better: bool | None = Field(None, description="Default: what the metric says.")
     priority: int | None = Field(None, ge=1, description="1 is decided first; default: the order written.")
 
@@ -28,7 +30,9 @@ class ObjectiveConfig(BaseModel):
     @classmethod
     def _named(cls, value: str) -> str:
         if not value.strip():
-            raise OlivepressError("a search objective names no metric; write e.g. {\"metric\": \"speed.decode_tokens_per_s\"}")
+            raise OlivepressError(
+                'a search objective names no metric; write e.g. {"metric": "speed.decode_tokens_per_s"}'
+            )
         return value
 
 
@@ -36,15 +40,24 @@ class SearchStrategyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     execution_order: Literal["joint", "pass-by-pass"] = Field(
-        "joint", description="joint: search every pass's options together; pass-by-pass: one pass at a time, in order."
+        "joint",
+        description=(
+            "joint: search every pass's options together; pass-by-pass: one pass at a time, in order."
+        ),
     )
     sampler: Literal["sequential", "random", "tpe"] = Field(
-        "sequential", description="sequential: every combination in order; random; tpe: Optuna's Tree-structured Parzen Estimator."
+        "sequential",
+        description=(
+            "sequential: every combination in order; random; tpe: Optuna's Tree-structured Parzen Estimator."
+        ),
     )
-    max_samples: int | None = Field(None, ge=1, description="Most candidates to evaluate (per pass for pass-by-pass); default: all.")
+    max_samples: int | None = Field(
+        None, ge=1, description="Most candidates to evaluate (per pass for pass-by-pass); default: all."
+    )
     seed: int = Field(0, description="Seed of the random and tpe samplers.")
     objectives: list[ObjectiveConfig] = Field(
-        default_factory=list, description="What 'best' means, in priority order; default: metric sub-types with a priority."
+        default_factory=list,
+        description="What 'best' means, in priority order; default: metric sub-types with a priority.",
     )
 
     @field_validator("objectives", mode="before")
@@ -54,7 +67,7 @@ class SearchStrategyConfig(BaseModel):
             for item in value:
                 if isinstance(item, dict) and "metric" not in item:
                     raise OlivepressError(
-                        f"search objective {item} names no metric; give it \"metric\": \"<metric>.<sub-type>\""
+                        f'search objective {item} names no metric; give it "metric": "<metric>.<sub-type>"'
                     )
             return [{"metric": item} if isinstance(item, str) else item for item in value]
         return value

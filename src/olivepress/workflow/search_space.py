@@ -20,7 +20,9 @@ from olivepress.passes.base import PassConfig
 SEARCHABLE = "SEARCHABLE_VALUES"
 
 
-def split_options(where: str, pass_type: str, config_cls: type[PassConfig], options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[Any]]]:
+def split_options(
+    where: str, pass_type: str, config_cls: type[PassConfig], options: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, list[Any]]]:
     """(fixed options, option -> choices) of one pass."""
     fixed: dict[str, Any] = {}
     choices: dict[str, list[Any]] = {}
@@ -38,16 +40,22 @@ def split_options(where: str, pass_type: str, config_cls: type[PassConfig], opti
                 f"its options: {', '.join(fields)}"
             )
         if not found:
-            raise OlivepressError(f"{where}.{key}: a search needs at least one choice; list the values to try")
+            raise OlivepressError(
+                f"{where}.{key}: a search needs at least one choice; list the values to try"
+            )
         choices[key] = found
     return fixed, choices
 
 
 def _choices(key: str, value: Any, field: Any) -> list[Any] | None:
-    if isinstance(value, dict) and (value.get("olive_parameter_type") == "SearchParameter" or value.get("type") == "Categorical"):
+    if isinstance(value, dict) and (
+        value.get("olive_parameter_type") == "SearchParameter" or value.get("type") == "Categorical"
+    ):
         support = value.get("support", value.get("values"))
         if not isinstance(support, list):
-            raise OlivepressError(f"search option '{key}' of type Categorical needs 'support': a list of values")
+            raise OlivepressError(
+                f"search option '{key}' of type Categorical needs 'support': a list of values"
+            )
         return list(support)
     if value == SEARCHABLE:
         if field is None:
@@ -55,7 +63,8 @@ def _choices(key: str, value: Any, field: Any) -> list[Any] | None:
         values = _finite_values(field.annotation)
         if values is None:
             raise OlivepressError(
-                f"option '{key}' has no fixed set of values to search ({SEARCHABLE}); list the choices, e.g. \"{key}\": [a, b]"
+                f"option '{key}' has no fixed set of values to search ({SEARCHABLE}); list the "
+                f'choices, e.g. "{key}": [a, b]'
             )
         return values
     if isinstance(value, list):

@@ -33,7 +33,14 @@ from olivepress.targets import ALIASES, DEVICES, canonical_provider, default_pro
 
 Chain = list[tuple[str, dict[str, Any]]]
 
-PRECISIONS = {"fp32": "fp32", "float32": "fp32", "fp16": "fp16", "float16": "fp16", "int8": "int8", "int4": "int4"}
+PRECISIONS = {
+    "fp32": "fp32",
+    "float32": "fp32",
+    "fp16": "fp16",
+    "float16": "fp16",
+    "int8": "int8",
+    "int4": "int4",
+}
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,9 @@ class Target:
     fusions: bool  # runs onnxruntime's fused contrib ops (Attention, SkipLayerNormalization, ...)
     gpu: bool
     int4: str | None  # "QOperator" (MatMulNBits), "QDQ", or None: no int4 kernels
-    int8_static: dict[str, Any] = field(default_factory=dict)  # OnnxStaticQuantization options; {} = dynamic (CPU)
+    int8_static: dict[str, Any] = field(
+        default_factory=dict
+    )  # OnnxStaticQuantization options; {} = dynamic (CPU)
     int8_provider_options: dict[str, Any] = field(default_factory=dict)
     fp16_provider_options: dict[str, Any] = field(default_factory=dict)
     session_options: dict[str, Any] = field(default_factory=dict)
@@ -52,31 +61,55 @@ class Target:
 
 _QDQ = {"quant_format": "QDQ"}
 # TensorRT's explicit quantization reads symmetric int8 only.
-_QDQ_SYMMETRIC = {**_QDQ, "activation_type": "QInt8", "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True}}
+_QDQ_SYMMETRIC = {
+    **_QDQ,
+    "activation_type": "QInt8",
+    "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True},
+}
 
 TARGETS = {
     "cpu": Target("CPUExecutionProvider", fusions=True, gpu=False, int4="QOperator"),
     "cuda": Target("CUDAExecutionProvider", fusions=True, gpu=True, int4="QOperator", int8_static=_QDQ),
     "migraphx": Target("MIGraphXExecutionProvider", fusions=True, gpu=True, int4=None, int8_static=_QDQ),
     "dml": Target(
-        "DmlExecutionProvider", fusions=True, gpu=True, int4="QOperator", int8_static=_QDQ,
+        "DmlExecutionProvider",
+        fusions=True,
+        gpu=True,
+        int4="QOperator",
+        int8_static=_QDQ,
         # DirectML needs sequential execution without memory patterns.
         session_options={"enable_mem_pattern": False, "execution_mode": "ORT_SEQUENTIAL"},
     ),
     "webgpu": Target("WebGpuExecutionProvider", fusions=True, gpu=True, int4="QOperator"),
     "tensorrt": Target(
-        "TensorrtExecutionProvider", fusions=False, gpu=True, int4=None, int8_static=_QDQ_SYMMETRIC,
-        int8_provider_options={"trt_int8_enable": True}, fp16_provider_options={"trt_fp16_enable": True},
+        "TensorrtExecutionProvider",
+        fusions=False,
+        gpu=True,
+        int4=None,
+        int8_static=_QDQ_SYMMETRIC,
+        int8_provider_options={"trt_int8_enable": True},
+        fp16_provider_options={"trt_fp16_enable": True},
     ),
     "nvtensorrtrtx": Target(
-        "NvTensorRTRTXExecutionProvider", fusions=False, gpu=True, int4="QDQ", int8_static=_QDQ_SYMMETRIC,
+        "NvTensorRTRTXExecutionProvider",
+        fusions=False,
+        gpu=True,
+        int4="QDQ",
+        int8_static=_QDQ_SYMMETRIC,
     ),
     "openvino": Target(
-        "OpenVINOExecutionProvider", fusions=False, gpu=False, int4=None, int8_static={**_QDQ, "activation_type": "QUInt8"},
+        "OpenVINOExecutionProvider",
+        fusions=False,
+        gpu=False,
+        int4=None,
+        int8_static={**_QDQ, "activation_type": "QUInt8"},
         fp16_provider_options={"precision": "FP16"},
     ),
     "qnn": Target(
-        "QNNExecutionProvider", fusions=False, gpu=False, int4=None,
+        "QNNExecutionProvider",
+        fusions=False,
+        gpu=False,
+        int4=None,
         # The HTP backend runs 16-bit activations with 8-bit weights well, and needs fixed shapes.
         int8_static={**_QDQ, "activation_type": "QUInt16", "weight_type": "QUInt8", "per_channel": False},
         provider_options={"backend_type": "htp"},
@@ -109,7 +142,9 @@ def provider_available(provider: str) -> bool:
 def target_for(device: str, provider: str | None) -> Target:
     device = (device or "cpu").lower()
     if device not in DEVICES:
-        raise OlivepressError(f"device '{device}' is not one of {', '.join(DEVICES)}{did_you_mean(device, DEVICES)}")
+        raise OlivepressError(
+            f"device '{device}' is not one of {', '.join(DEVICES)}{did_you_mean(device, DEVICES)}"
+        )
     name = canonical_provider(provider) if provider else default_provider(device)
     target = _BY_PROVIDER.get(_RUNS_AS.get(name, name)) if name else None
     if target is None:
@@ -124,7 +159,10 @@ def target_for(device: str, provider: str | None) -> Target:
 def calibration_data_config() -> dict[str, Any]:
     """An inline data config over the calibration prose that ships with olivepress."""
     path = resources.files("olivepress.data") / "text" / "calibration.txt"
-    return {"name": "shipped_calibration", "load_dataset_config": {"data_name": "text", "data_files": str(path)}}
+    return {
+        "name": "shipped_calibration",
+        "load_dataset_config": {"data_name": "text", "data_files": str(path)},
+    }
 
 
 def _plan(device: str, provider: str | None, precision: str) -> tuple[Chain, str]:
@@ -132,10 +170,17 @@ def _plan(device: str, provider: str | None, precision: str) -> tuple[Chain, str
     target = target_for(device, provider)
     wanted = PRECISIONS.get(precision.lower())
     if wanted is None:
-        raise OlivepressError(f"precision '{precision}' is not one of fp32, fp16, int8, int4{did_you_mean(precision, PRECISIONS)}")
+        raise OlivepressError(
+            f"precision '{precision}' is not one of fp32, fp16, int8, "
+            f"int4{did_you_mean(precision, PRECISIONS)}"
+        )
     name = target.provider
     chain: Chain = [("OnnxConversion", dict(target.conversion))]
-    steps = ["export (OnnxConversion" + (", fixed shapes" if target.conversion.get("dynamic") is False else "") + ")"]
+    steps = [
+        "export (OnnxConversion"
+        + (", fixed shapes" if target.conversion.get("dynamic") is False else "")
+        + ")"
+    ]
     notes = []
     provider_options = dict(target.provider_options)
     if name == "OpenVINOExecutionProvider":
@@ -146,7 +191,11 @@ def _plan(device: str, provider: str | None, precision: str) -> tuple[Chain, str
         if wanted == "fp16":
             options |= {"float16": True, "keep_io_types": True}
         chain.append(("OrtTransformersOptimization", options))
-        steps.append("onnxruntime transformer fusions" + (" for GPU" if target.gpu else "") + (" in float16" if wanted == "fp16" else ""))
+        steps.append(
+            "onnxruntime transformer fusions"
+            + (" for GPU" if target.gpu else "")
+            + (" in float16" if wanted == "fp16" else "")
+        )
         if wanted == "fp16" and not target.gpu:
             notes.append("fp16 on a CPU saves size, not time: most CPU kernels compute in float32")
     elif wanted == "fp16":
@@ -164,11 +213,18 @@ def _plan(device: str, provider: str | None, precision: str) -> tuple[Chain, str
             chain.append(("OnnxDynamicQuantization", {"per_channel": True}))
             steps.append("int8 dynamic quantization (per-channel weights)")
         else:
-            chain.append(("OnnxStaticQuantization", {**target.int8_static, "data_config": calibration_data_config()}))
-            steps.append(f"int8 static QDQ quantization calibrated on the shipped text ({target.int8_static.get('activation_type', 'QUInt8')} activations)")
+            chain.append(
+                ("OnnxStaticQuantization", {**target.int8_static, "data_config": calibration_data_config()})
+            )
+            steps.append(
+                "int8 static QDQ quantization calibrated on the shipped text "
+                f"({target.int8_static.get('activation_type', 'QUInt8')} activations)"
+            )
             provider_options |= target.int8_provider_options
             if name in ("CUDAExecutionProvider", "MIGraphXExecutionProvider", "DmlExecutionProvider"):
-                notes.append(f"{name} runs QDQ int8 mostly by dequantizing: expect a smaller model, not a faster one")
+                notes.append(
+                    f"{name} runs QDQ int8 mostly by dequantizing: expect a smaller model, not a faster one"
+                )
     elif wanted == "int4":
         if target.int4 is None:
             raise OlivepressError(f"{name} has no int4 (MatMulNBits) kernels; use int8 or fp16 for it")
@@ -179,9 +235,15 @@ def _plan(device: str, provider: str | None, precision: str) -> tuple[Chain, str
             options["quant_format"] = "QDQ"
             chain[0][1]["target_opset"] = 21  # int4 DequantizeLinear
         chain.append(("OnnxMatMul4Quantizer", options))
-        steps.append(f"int4 block-wise RTN weights ({'MatMulNBits' if target.int4 == 'QOperator' else 'QDQ'}, block 32)")
+        steps.append(
+            f"int4 block-wise RTN weights ({'MatMulNBits' if target.int4 == 'QOperator' else 'QDQ'}, "
+            "block 32)"
+        )
         if target.fusions:
-            notes.append("the weights inside fused Attention ops stay float; int4 pays off on large MatMuls, less on small encoders")
+            notes.append(
+                "the weights inside fused Attention ops stay float; int4 pays off on large MatMuls, "
+                "less on small encoders"
+            )
 
     providers = [name] + ([] if name == "CPUExecutionProvider" else ["CPUExecutionProvider"])
     settings = {

@@ -43,7 +43,11 @@ def _initializers(model: onnx.ModelProto) -> dict[str, onnx.TensorProto]:
 def find_lookup(model: onnx.ModelProto) -> onnx.NodeProto | None:
     """The Gather / GatherBlockQuantized node that reads input_ids."""
     for node in model.graph.node:
-        if node.op_type in ("Gather", "GatherBlockQuantized") and len(node.input) > 1 and node.input[1] == "input_ids":
+        if (
+            node.op_type in ("Gather", "GatherBlockQuantized")
+            and len(node.input) > 1
+            and node.input[1] == "input_ids"
+        ):
             return node
     return None
 
@@ -121,35 +125,78 @@ def _replace_lookup(model: onnx.ModelProto, lookup: onnx.NodeProto, nodes: list[
                 graph.value_info.remove(info)
 
 
-def tie_lookup_to_head(model: onnx.ModelProto, lookup: onnx.NodeProto, head: onnx.NodeProto, hidden: int) -> None:
+def tie_lookup_to_head(
+    model: onnx.ModelProto, lookup: onnx.NodeProto, head: onnx.NodeProto, hidden: int
+) -> None:
     """Replace the lookup by GatherBlockQuantized over the head's MatMulNBits integers."""
     from onnx import helper
 
     n, k, bits, block = _attr(head, "N"), _attr(head, "K"), _attr(head, "bits", 4), _attr(head, "block_size")
     if k != hidden:
-        raise OlivepressError(f"lm_head has K={k} inputs but the embeddings have {hidden} columns; they cannot be tied")
+        raise OlivepressError(
+            f"lm_head has K={k} inputs but the embeddings have {hidden} columns; they cannot be tied"
+        )
     blocks = -(-k // block)
     base = lookup.name or "/model/embed_tokens"
     out = lookup.output[0]
     data = f"{base}/TiedData"
-    nodes = [helper.make_node("Reshape", [head.input[1], _constant(model, f"{base}/data_shape", [n, blocks * block * bits // 8])],
-                              [data], name=f"{base}/TiedReshape")]
+    nodes = [
+        helper.make_node(
+            "Reshape",
+            [head.input[1], _constant(model, f"{base}/data_shape", [n, blocks * block * bits // 8])],
+            [data],
+            name=f"{base}/TiedReshape",
+        )
+    ]
     scales = f"{base}/TiedScales"
-    nodes.append(helper.make_node("Reshape", [head.input[2], _constant(model, f"{base}/scales_shape", [n, blocks])],
-                                  [scales], name=f"{base}/TiedScalesReshape"))
+    nodes.append(
+        helper.make_node(
+            "Reshape",
+            [head.input[2], _constant(model, f"{base}/scales_shape", [n, blocks])],
+            [scales],
+            name=f"{base}/TiedScalesReshape",
+        )
+    )
     inputs = [data, lookup.input[1], scales]
     if len(head.input) > 3 and head.input[3]:
         zp = f"{base}/TiedZeroPoints"
-        nodes.append(helper.make_node("Reshape", [head.input[3], _constant(model, f"{base}/zp_shape", [n, -1])],
-                                      [zp], name=f"{base}/TiedZeroPointsReshape"))
+        nodes.append(
+            helper.make_node(
+                "Reshape",
+                [head.input[3], _constant(model, f"{base}/zp_shape", [n, -1])],
+                [zp],
+                name=f"{base}/TiedZeroPointsReshape",
+            )
+        )
         inputs.append(zp)
     gathered = out if blocks * block == k else f"{base}/GatherBlockQuantized/output_0"
-    nodes.append(helper.make_node("GatherBlockQuantized", inputs, [gathered], name=f"{base}/GatherBlockQuantized",
-                                  domain=MS_DOMAIN, bits=bits, block_size=block, gather_axis=0, quantize_axis=1))
+    nodes.append(
+        helper.make_node(
+            "GatherBlockQuantized",
+            inputs,
+            [gathered],
+            name=f"{base}/GatherBlockQuantized",
+            domain=MS_DOMAIN,
+            bits=bits,
+            block_size=block,
+            gather_axis=0,
+            quantize_axis=1,
+        )
+    )
     if gathered != out:  # lm_head pads K to whole blocks: cut the padding off
-        nodes.append(helper.make_node(
-            "Slice", [gathered, _constant(model, f"{base}/slice_start", [0]), _constant(model, f"{base}/slice_end", [k]),
-                      _constant(model, f"{base}/slice_axis", [-1])], [out], name=f"{base}/Slice"))
+        nodes.append(
+            helper.make_node(
+                "Slice",
+                [
+                    gathered,
+                    _constant(model, f"{base}/slice_start", [0]),
+                    _constant(model, f"{base}/slice_end", [k]),
+                    _constant(model, f"{base}/slice_axis", [-1]),
+                ],
+                [out],
+                name=f"{base}/Slice",
+            )
+        )
     _replace_lookup(model, lookup, nodes)
     _ensure_ms_opset(model)
 
@@ -169,7 +216,9 @@ def quantize_lookup(model: onnx.ModelProto, lookup: onnx.NodeProto, grid: Grid) 
         raise OlivepressError(f"GatherBlockQuantized takes 4- or 8-bit weights, not {grid.bits}-bit")
     block = hidden if grid.group_size == -1 else grid.group_size
     if hidden % block or block < 16 or block & (block - 1):
-        raise OlivepressError(f"embeddings of width {hidden} cannot be split into GatherBlockQuantized blocks of {block}")
+        raise OlivepressError(
+            f"embeddings of width {hidden} cannot be split into GatherBlockQuantized blocks of {block}"
+        )
     q = quantize_weight(torch.from_numpy(weight.astype(np.float32)), grid)
     codes = q.codes.numpy().astype(np.uint8)
     zeros = q.zeros.numpy().astype(np.uint8)
@@ -180,14 +229,24 @@ def quantize_lookup(model: onnx.ModelProto, lookup: onnx.NodeProto, grid: Grid) 
     base = lookup.name or "/model/embed_tokens"
     names = [f"{base}/qweight", f"{base}/scales", f"{base}/zero_points"]
     dtype = weight.dtype
-    model.graph.initializer.extend([
-        numpy_helper.from_array(codes, names[0]),
-        numpy_helper.from_array(q.scales.numpy().astype(dtype), names[1]),
-        numpy_helper.from_array(zeros, names[2]),
-    ])
-    node = helper.make_node("GatherBlockQuantized", [names[0], lookup.input[1], names[1], names[2]], [lookup.output[0]],
-                            name=f"{base}/GatherBlockQuantized", domain=MS_DOMAIN, bits=grid.bits, block_size=block,
-                            gather_axis=0, quantize_axis=1)
+    model.graph.initializer.extend(
+        [
+            numpy_helper.from_array(codes, names[0]),
+            numpy_helper.from_array(q.scales.numpy().astype(dtype), names[1]),
+            numpy_helper.from_array(zeros, names[2]),
+        ]
+    )
+    node = helper.make_node(
+        "GatherBlockQuantized",
+        [names[0], lookup.input[1], names[1], names[2]],
+        [lookup.output[0]],
+        name=f"{base}/GatherBlockQuantized",
+        domain=MS_DOMAIN,
+        bits=grid.bits,
+        block_size=block,
+        gather_axis=0,
+        quantize_axis=1,
+    )
     _replace_lookup(model, lookup, [node])
     _ensure_ms_opset(model)
 

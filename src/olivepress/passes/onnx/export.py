@@ -54,26 +54,50 @@ ACCEPTS = ("hf",)
 Exporter = Literal["torchscript", "dynamo"]
 
 
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".gguf", ".onnx", ".onnx_data", ".data")
+WEIGHT_SUFFIXES = (
+    ".safetensors",
+    ".bin",
+    ".pt",
+    ".pth",
+    ".ckpt",
+    ".h5",
+    ".msgpack",
+    ".gguf",
+    ".onnx",
+    ".onnx_data",
+    ".data",
+)
 
 
 class Config(OnnxOutputConfig):
     task: str | None = Field(
         None,
-        description="feature-extraction, text-classification, token-classification, fill-mask, question-answering "
+        description="feature-extraction, text-classification, "
+        "token-classification, fill-mask, question-answering "
         "or text-generation (no KV cache); default: the input model's task, else config.json's architecture.",
     )
     target_opset: int = Field(17, ge=11, description="Version of the default ONNX opset to export to.")
     exporter: Literal["auto", "torchscript", "dynamo"] = Field(
-        "auto", description="auto: TorchScript (fuses best in onnxruntime), then dynamo if that fails or gives wrong outputs."
+        "auto",
+        description=(
+            "auto: TorchScript (fuses best in onnxruntime), then dynamo if that fails or gives wrong outputs."
+        ),
     )
-    use_dynamo_exporter: bool | None = Field(None, description="Olive's spelling: true = exporter dynamo, false = torchscript.")
-    dynamic: bool = Field(True, description="Dynamic batch and sequence axes; false fixes them at batch_size x sequence_length.")
+    use_dynamo_exporter: bool | None = Field(
+        None, description="Olive's spelling: true = exporter dynamo, false = torchscript."
+    )
+    dynamic: bool = Field(
+        True, description="Dynamic batch and sequence axes; false fixes them at batch_size x sequence_length."
+    )
     batch_size: int = Field(2, ge=1, description="Batch size of the example inputs the model is traced with.")
     sequence_length: int = Field(16, ge=2, description="Tokens per example input the model is traced with.")
-    verify: bool = Field(True, description="Run the ONNX model and compare it with PyTorch before accepting it.")
+    verify: bool = Field(
+        True, description="Run the ONNX model and compare it with PyTorch before accepting it."
+    )
     verify_tolerance: float = Field(
-        1e-3, gt=0, description="Largest accepted |onnx - torch| relative to the output's scale (max(1, max |torch|))."
+        1e-3,
+        gt=0,
+        description="Largest accepted |onnx - torch| relative to the output's scale (max(1, max |torch|)).",
     )
 
     @model_validator(mode="after")
@@ -81,7 +105,10 @@ class Config(OnnxOutputConfig):
         if self.use_dynamo_exporter is not None and self.exporter != "auto":
             wanted = "dynamo" if self.use_dynamo_exporter else "torchscript"
             if wanted != self.exporter:
-                raise ValueError(f"exporter '{self.exporter}' and use_dynamo_exporter={self.use_dynamo_exporter} disagree; set one")
+                raise ValueError(
+                    f"exporter '{self.exporter}' and use_dynamo_exporter={self.use_dynamo_exporter} "
+                    "disagree; set one"
+                )
         return self
 
     def exporters(self) -> list[Exporter]:
@@ -103,7 +130,13 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
     torch_model = load_for_task(model, task)
     input_names = _input_names(torch_model, task)
     output_names = list(TASKS[task].outputs)
-    ctx.log.info("Exporting %s as %s (inputs: %s; outputs: %s)", model.path, task, ", ".join(input_names), ", ".join(output_names))
+    ctx.log.info(
+        "Exporting %s as %s (inputs: %s; outputs: %s)",
+        model.path,
+        task,
+        ", ".join(input_names),
+        ", ".join(output_names),
+    )
 
     vocab_size = int(getattr(torch_model.config, "vocab_size", 0) or 100)
     max_positions = getattr(torch_model.config, "max_position_embeddings", None)
@@ -138,8 +171,12 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
                     continue
             if failures:
                 ctx.log.info("Fell back to the %s exporter (%s)", exporter, "; ".join(failures))
-            ctx.log.info("Exported with the %s exporter in %.1f s%s", exporter, time.perf_counter() - started,
-                         "; outputs match PyTorch" if config.verify else " (not verified)")
+            ctx.log.info(
+                "Exported with the %s exporter in %.1f s%s",
+                exporter,
+                time.perf_counter() - started,
+                "; outputs match PyTorch" if config.verify else " (not verified)",
+            )
             onnx_model = load_model(path)
             set_metadata(onnx_model, task=task, exporter=exporter)
             copy_beside(Path(model.path), out_dir, _is_weight_or_export)
@@ -148,15 +185,19 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
     hint = (
         f"try exporter '{'dynamo' if tried == ['torchscript'] else 'torchscript'}'"
         if len(tried) == 1
-        else "the model probably uses an op or Python control flow ONNX cannot express (raise verify_tolerance if "
+        else "the model probably uses an op or Python control flow ONNX cannot express (raise "
+        "verify_tolerance if "
         "the differences are small); for a decoder LLM use ModelBuilder"
     )
     raise OlivepressError(
-        f"OnnxConversion could not export {model.path} as {task}: {'; '.join(failures)} ({hint}; exporter output: {log_file})"
+        f"OnnxConversion could not export {model.path} as {task}: {'; '.join(failures)} ({hint}; "
+        f"exporter output: {log_file})"
     )
 
 
-def example_inputs(input_names: list[str], vocab_size: int, batch: int, length: int, seed: int) -> dict[str, torch.Tensor]:
+def example_inputs(
+    input_names: list[str], vocab_size: int, batch: int, length: int, seed: int
+) -> dict[str, torch.Tensor]:
     """Random token ids with a right-padded row, so the attention mask is never all ones (a
     model may skip its mask then, and a trace would lose it)."""
     import torch
@@ -165,32 +206,46 @@ def example_inputs(input_names: list[str], vocab_size: int, batch: int, length: 
     ids = torch.randint(min(5, vocab_size - 1), vocab_size, (batch, length), generator=generator)
     mask = torch.ones(batch, length, dtype=torch.long)
     padded_row = (batch - 1) if seed % 2 == 0 else 0
-    mask[padded_row, max(1, length // 2 + seed):] = 0
-    tensors = {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros(batch, length, dtype=torch.long)}
+    mask[padded_row, max(1, length // 2 + seed) :] = 0
+    tensors = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "token_type_ids": torch.zeros(batch, length, dtype=torch.long),
+    }
     return {name: tensors[name] for name in input_names}
 
 
 def _read_config(model: HfModel) -> dict[str, Any]:
     path = Path(model.path) / "config.json"
     if not path.is_file():
-        raise OlivepressError(f"{model.path} has no config.json; OnnxConversion takes a Hugging Face model folder")
+        raise OlivepressError(
+            f"{model.path} has no config.json; OnnxConversion takes a Hugging Face model folder"
+        )
     return json.loads(path.read_text())
 
 
 def _input_names(model: PreTrainedModel, task: str) -> list[str]:
     accepted = inspect.signature(model.forward).parameters
     if "input_ids" not in accepted:
-        raise OlivepressError(f"{type(model).__name__} takes no input_ids; OnnxConversion exports text models only")
+        raise OlivepressError(
+            f"{type(model).__name__} takes no input_ids; OnnxConversion exports text models only"
+        )
     names = ["input_ids"]
     if "attention_mask" in accepted:
         names.append("attention_mask")
     # Only where token types mean something (BERT: 2); RoBERTa-like models have 1.
-    if task != "text-generation" and "token_type_ids" in accepted and (getattr(model.config, "type_vocab_size", 0) or 0) > 1:
+    if (
+        task != "text-generation"
+        and "token_type_ids" in accepted
+        and (getattr(model.config, "type_vocab_size", 0) or 0) > 1
+    ):
         names.append("token_type_ids")
     return names
 
 
-def _wrap(model: PreTrainedModel, input_names: list[str], output_names: list[str], task: str) -> torch.nn.Module:
+def _wrap(
+    model: PreTrainedModel, input_names: list[str], output_names: list[str], task: str
+) -> torch.nn.Module:
     """The model as a module of named tensors returning a tuple, which both exporters take."""
     import torch
 
@@ -207,7 +262,11 @@ def _wrap(model: PreTrainedModel, input_names: list[str], output_names: list[str
             attention_mask: torch.Tensor | None = None,
             token_type_ids: torch.Tensor | None = None,
         ) -> tuple[torch.Tensor, ...]:
-            given = {"input_ids": input_ids, "attention_mask": attention_mask, "token_type_ids": token_type_ids}
+            given = {
+                "input_ids": input_ids,
+                "attention_mask": attention_mask,
+                "token_type_ids": token_type_ids,
+            }
             outputs = self.model(**{name: given[name] for name in input_names}, **extra, return_dict=True)
             return tuple(outputs[name] for name in output_names)
 
@@ -238,17 +297,35 @@ def _export(
         dynamic_axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
         for name, axes in TASKS[task].outputs.items():
             dynamic_axes[name] = {index: axis for index, axis in enumerate(axes) if axis}
-    common = dict(input_names=input_names, output_names=output_names, opset_version=config.target_opset, dynamic_axes=dynamic_axes)
+    common = dict(
+        input_names=input_names,
+        output_names=output_names,
+        opset_version=config.target_opset,
+        dynamic_axes=dynamic_axes,
+    )
     # Tracer and deprecation warnings say what the comparison with PyTorch checks anyway.
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
-            torch.onnx.export(wrapper, (), str(path), kwargs=inputs, dynamo=False, do_constant_folding=True, **common)
+            torch.onnx.export(
+                wrapper, (), str(path), kwargs=inputs, dynamo=False, do_constant_folding=True, **common
+            )
         else:
-            torch.onnx.export(wrapper, (), str(path), kwargs=inputs, dynamo=True, external_data=True, optimize=True, **common)
+            torch.onnx.export(
+                wrapper,
+                (),
+                str(path),
+                kwargs=inputs,
+                dynamo=True,
+                external_data=True,
+                optimize=True,
+                **common,
+            )
 
 
-def _compare(path: Path, inputs: dict[str, torch.Tensor], reference: list[np.ndarray], tolerance: float) -> str | None:
+def _compare(
+    path: Path, inputs: dict[str, torch.Tensor], reference: list[np.ndarray], tolerance: float
+) -> str | None:
     """None when the ONNX model's outputs match PyTorch's, else what is wrong."""
     import numpy as np
     import onnxruntime as ort
@@ -261,10 +338,17 @@ def _compare(path: Path, inputs: dict[str, torch.Tensor], reference: list[np.nda
     for name, got, want in zip([o.name for o in session.get_outputs()], outputs, reference, strict=True):
         if got.shape != want.shape:
             return f"output {name} has shape {list(got.shape)} where PyTorch gives {list(want.shape)}"
-        error = float(np.nanmax(np.abs(got.astype(np.float32) - want))) if np.isfinite(got).all() else float("inf")
+        error = (
+            float(np.nanmax(np.abs(got.astype(np.float32) - want)))
+            if np.isfinite(got).all()
+            else float("inf")
+        )
         scale = max(1.0, float(np.abs(want).max()))
         if error / scale > tolerance:
-            return f"output {name} differs from PyTorch (max relative error {error / scale:.3g} > verify_tolerance {tolerance:g})"
+            return (
+                f"output {name} differs from PyTorch (max relative error {error / scale:.3g} > "
+                f"verify_tolerance {tolerance:g})"
+            )
     return None
 
 

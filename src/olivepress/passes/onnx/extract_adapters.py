@@ -52,8 +52,10 @@ class Config(PassConfig):
     lora_switch: bool | None = Field(
         None,
         description=(
-            "Put the LoRA paths behind one If, so the model runs its plain base graph when no adapter is active "
-            "(faster; the pre-packed int4 weights are then held twice in memory). Default: on for the CPU provider, "
+            "Put the LoRA paths behind one If, so the model runs its plain base graph when no adapter "
+            "is active "
+            "(faster; the pre-packed int4 weights are then held twice in memory). Default: on for the "
+            "CPU provider, "
             "where it was measured."
         ),
     )
@@ -102,28 +104,43 @@ def run(model: OnnxModel, config: Config, out_dir: Path, ctx: PassContext) -> On
             defaults[name] = np.zeros(empty_shape, dtype=matrices[name].dtype)
     else:
         defaults = add_decoders(proto, fixed, precision, RANK_DIM)
-        encoded = encode({name: m.astype(np.float32) for name, m in matrices.items()}, precision,
-                         symmetric=config.adapter_symmetric)
+        encoded = encode(
+            {name: m.astype(np.float32) for name, m in matrices.items()},
+            precision,
+            symmetric=config.adapter_symmetric,
+        )
         adapter = {name: tensor.astype(defaults[name].dtype) for name, tensor in encoded.items()}
         stored_mb = sum(t.nbytes for t in adapter.values()) / 1e6
         fp32_mb = sum(m.size * 4 for m in matrices.values()) / 1e6
-        ctx.log.info("LoRA matrices stored as %s: %.2f MB (%.2f MB as fp32)", precision.name, stored_mb, fp32_mb)
+        ctx.log.info(
+            "LoRA matrices stored as %s: %.2f MB (%.2f MB as fp32)", precision.name, stored_mb, fp32_mb
+        )
     # Rank-0 defaults: with no adapter active the model runs, and the LoRA paths add nothing.
     graph.initializer.extend(numpy_helper.from_array(empty, name) for name, empty in defaults.items())
-    if config.lora_switch if config.lora_switch is not None else ctx.execution_provider == "CPUExecutionProvider":
+    if (
+        config.lora_switch
+        if config.lora_switch is not None
+        else ctx.execution_provider == "CPUExecutionProvider"
+    ):
         packed = {node.input[1] for node in graph.node if node.op_type == "MatMulNBits"}
         packed_mb = sum(len(init.raw_data) for init in graph.initializer if init.name in packed) / 1e6
         skipped = add_lora_switch(proto)
         adapter.update(switch_on())
         ctx.log.info(
-            "LoRA paths behind the %s switch: %d nodes skipped when no adapter is active; ONNX Runtime pre-packs "
-            "the %.0f MB of int4 weights once per branch (lora_switch: false keeps one copy, and runs the LoRA nodes)",
-            SWITCH, skipped, packed_mb,
+            "LoRA paths behind the %s switch: %d nodes skipped when no adapter is active; ONNX Runtime "
+            "pre-packs "
+            "the %.0f MB of int4 weights once per branch (lora_switch: false keeps one copy, and runs "
+            "the LoRA nodes)",
+            SWITCH,
+            skipped,
+            packed_mb,
         )
     for item in model.folder.iterdir():
         if item.is_file() and item.suffix not in (".onnx", ".data") and not item.name.endswith(".onnx.data"):
             shutil.copy2(item, out_dir / item.name)
-    onnx.save(proto, out_dir / source_file.name, save_as_external_data=True, location=f"{source_file.name}.data")
+    onnx.save(
+        proto, out_dir / source_file.name, save_as_external_data=True, location=f"{source_file.name}.data"
+    )
     adapter_path = write_adapter_file(adapter, out_dir / config.adapter_file)
     register_adapter(out_dir, config.adapter_name, adapter_path.name)
     ctx.log.info("Extracted %d LoRA tensors into %s", len(adapter), adapter_path.name)

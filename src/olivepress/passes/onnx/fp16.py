@@ -27,10 +27,16 @@ ACCEPTS = ("onnx",)
 
 
 class Config(OnnxOutputConfig):
-    keep_io_types: bool = Field(True, description="Keep float32 model inputs and outputs (a drop-in replacement).")
-    op_block_list: list[str] | None = Field(None, description="Op types to keep in float32 (default: onnxruntime's list).")
+    keep_io_types: bool = Field(
+        True, description="Keep float32 model inputs and outputs (a drop-in replacement)."
+    )
+    op_block_list: list[str] | None = Field(
+        None, description="Op types to keep in float32 (default: onnxruntime's list)."
+    )
     node_block_list: list[str] | None = Field(None, description="Nodes (by name) to keep in float32.")
-    min_positive_val: float = Field(5.96e-08, gt=0, description="Smaller non-zero constants are raised to this.")
+    min_positive_val: float = Field(
+        5.96e-08, gt=0, description="Smaller non-zero constants are raised to this."
+    )
     max_finite_val: float = Field(65504.0, gt=0, description="Larger constants are clipped to this.")
 
 
@@ -46,6 +52,10 @@ def run(model: OnnxModel, config: Config, out_dir: Path, ctx: PassContext) -> On
         op_block_list=config.op_block_list,
         node_block_list=config.node_block_list,
     )
-    ctx.log.info("Converted %s to float16%s", source.name, " (float32 inputs and outputs kept)" if config.keep_io_types else "")
+    ctx.log.info(
+        "Converted %s to float16%s",
+        source.name,
+        " (float32 inputs and outputs kept)" if config.keep_io_types else "",
+    )
     set_metadata(converted, precision="fp16")
     return write_model(converted, out_dir, config, source=model, file_name=source.name)

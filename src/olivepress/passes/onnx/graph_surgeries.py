@@ -49,11 +49,15 @@ class Surgery(BaseModel):
             raise OlivepressError(
                 f"Olive's graph surgeon '{name}' is not available in olivepress; it has {', '.join(SURGEONS)}"
             )
-        raise OlivepressError(f"unknown graph surgeon '{name}'{did_you_mean(name, SURGEONS)}; known: {', '.join(SURGEONS)}")
+        raise OlivepressError(
+            f"unknown graph surgeon '{name}'{did_you_mean(name, SURGEONS)}; known: {', '.join(SURGEONS)}"
+        )
 
 
 class Config(OnnxOutputConfig):
-    surgeries: list[Surgery] = Field(..., min_length=1, description="Surgeries in order: {surgeon: Name, ...options}.")
+    surgeries: list[Surgery] = Field(
+        ..., min_length=1, description="Surgeries in order: {surgeon: Name, ...options}."
+    )
     remove_duplicate_initializers: bool = Field(
         False, description="Olive's option; the surgeons here leave no duplicate initializers behind."
     )
@@ -86,8 +90,10 @@ def tie_word_embeddings(proto: Any, ctx: PassContext) -> None:
         ctx.log.warning("TieWordEmbeddings: no input_ids lookup and logits head found; nothing to tie")
         return
     if head.op_type != "MatMulNBits":
-        ctx.log.warning("TieWordEmbeddings: lm_head is a float MatMul; olivepress ties quantized heads only "
-                        "(RTN with lm_head true quantizes it)")
+        ctx.log.warning(
+            "TieWordEmbeddings: lm_head is a float MatMul; olivepress ties quantized heads only "
+            "(RTN with lm_head true quantizes it)"
+        )
         return
     if embeddings.reads_head(proto, lookup, head.node):
         ctx.log.info("TieWordEmbeddings: the embedding lookup already reads lm_head's weights")
@@ -98,20 +104,29 @@ def tie_word_embeddings(proto: Any, ctx: PassContext) -> None:
     else:
         table = _dequantized_lookup(proto, lookup)
     if table is None or table.shape != head_weight.shape:
-        ctx.log.warning("TieWordEmbeddings: embeddings %s and lm_head %s differ in shape; not tied",
-                        None if table is None else table.shape, head_weight.shape)
+        ctx.log.warning(
+            "TieWordEmbeddings: embeddings %s and lm_head %s differ in shape; not tied",
+            None if table is None else table.shape,
+            head_weight.shape,
+        )
         return
     # The checkpoint stores the embeddings as lm_head's dequantised values in its float dtype.
     tolerance = 2.0**-9 * float(np.abs(head_weight).max())
     difference = float(np.abs(table.astype(np.float32) - head_weight).max())
     if difference > tolerance:
-        ctx.log.warning("TieWordEmbeddings: the embeddings differ from lm_head's weights (max %.3g); the model does "
-                        "not tie them, so they stay apart", difference)
+        ctx.log.warning(
+            "TieWordEmbeddings: the embeddings differ from lm_head's weights (max %.3g); the model does "
+            "not tie them, so they stay apart",
+            difference,
+        )
         return
     before = table.nbytes
     embeddings.tie_lookup_to_head(proto, lookup, head.node, table.shape[1])
-    ctx.log.info("TieWordEmbeddings: the embedding lookup reads lm_head's %d-bit weights (%.1f MB saved)",
-                 next(a.i for a in head.node.attribute if a.name == "bits"), before / 1e6)
+    ctx.log.info(
+        "TieWordEmbeddings: the embedding lookup reads lm_head's %d-bit weights (%.1f MB saved)",
+        next(a.i for a in head.node.attribute if a.name == "bits"),
+        before / 1e6,
+    )
 
 
 def _dequantized_lookup(proto: Any, lookup: Any) -> Any:
@@ -148,4 +163,7 @@ def quantize_embedding_int8(proto: Any, ctx: PassContext, block_size: int = 128,
     ctx.log.info("QuantizeEmbeddingInt8: embeddings in 8 bits, blocks of %d", block_size)
 
 
-SURGERY_FUNCTIONS = {"TieWordEmbeddings": tie_word_embeddings, "QuantizeEmbeddingInt8": quantize_embedding_int8}
+SURGERY_FUNCTIONS = {
+    "TieWordEmbeddings": tie_word_embeddings,
+    "QuantizeEmbeddingInt8": quantize_embedding_int8,
+}

@@ -50,14 +50,22 @@ def add_lora_paths(model_file: Path, adapter_dir: Path, model_config: dict) -> i
             )
         # The LoRA path computes in the model's activation dtype: that of the base's scales
         # (MatMulNBits) or weight (float MatMul).
-        dtype = helper.tensor_dtype_to_np_dtype(initializer_dtype[base.input[2 if base.op_type == "MatMulNBits" else 1]])
+        dtype = helper.tensor_dtype_to_np_dtype(
+            initializer_dtype[base.input[2 if base.op_type == "MatMulNBits" else 1]]
+        )
         stem = f"model.layers.{layer}.{block}.{module}"
         a_name, b_name = f"{stem}.lora_A.MatMul.weight", f"{stem}.lora_B.MatMul.weight"
-        graph.initializer.extend([
-            numpy_helper.from_array(tensors[a_name].astype(dtype), a_name),
-            numpy_helper.from_array(tensors[b_name].astype(dtype), b_name),
-        ])
-        a_out, b_out, add_out = f"{prefix}/lora_A/MatMul/output_0", f"{prefix}/lora_B/MatMul/output_0", f"{prefix}/lora/Add/output_0"
+        graph.initializer.extend(
+            [
+                numpy_helper.from_array(tensors[a_name].astype(dtype), a_name),
+                numpy_helper.from_array(tensors[b_name].astype(dtype), b_name),
+            ]
+        )
+        a_out, b_out, add_out = (
+            f"{prefix}/lora_A/MatMul/output_0",
+            f"{prefix}/lora_B/MatMul/output_0",
+            f"{prefix}/lora/Add/output_0",
+        )
         added[base.name] = [
             helper.make_node("MatMul", [base.input[0], a_name], [a_out], name=f"{prefix}/lora_A/MatMul"),
             helper.make_node("MatMul", [a_out, b_name], [b_out], name=f"{prefix}/lora_B/MatMul"),
@@ -85,5 +93,11 @@ def _save_with_external_data(model, model_file: Path) -> None:
 
     data_file = model_file.with_name(model_file.name + ".data")
     data_file.unlink(missing_ok=True)  # every tensor is in memory now; the file is rewritten whole
-    onnx.save_model(model, str(model_file), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=data_file.name, size_threshold=1024)
+    onnx.save_model(
+        model,
+        str(model_file),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=data_file.name,
+        size_threshold=1024,
+    )

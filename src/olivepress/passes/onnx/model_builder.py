@@ -36,24 +36,42 @@ class Config(PassConfig):
         "int4", description="Weight precision of the ONNX model."
     )
     execution_provider: str | None = Field(
-        None, description="Provider to build for (CPUExecutionProvider, CUDAExecutionProvider, ...); default: the workflow's target."
+        None,
+        description=(
+            "Provider to build for (CPUExecutionProvider, CUDAExecutionProvider, ...); default: the "
+            "workflow's target."
+        ),
     )
-    metadata_only: bool = Field(False, description="Write genai_config.json and tokenizer files only (input is already ONNX-ready).")
-    search: dict[str, Any] | None = Field(None, description="Generation defaults written into genai_config.json's 'search'.")
-    int4_block_size: Literal[16, 32, 64, 128, 256] | None = Field(None, description="Block size of int4/int8 weights (builder default 32).")
+    metadata_only: bool = Field(
+        False, description="Write genai_config.json and tokenizer files only (input is already ONNX-ready)."
+    )
+    search: dict[str, Any] | None = Field(
+        None, description="Generation defaults written into genai_config.json's 'search'."
+    )
+    int4_block_size: Literal[16, 32, 64, 128, 256] | None = Field(
+        None, description="Block size of int4/int8 weights (builder default 32)."
+    )
     int4_accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
-        None, description="MatMulNBits compute precision: 1 fp32, 2 fp16, 3 bf16, 4 int8 (builder default 4 on CPU)."
+        None,
+        description=(
+            "MatMulNBits compute precision: 1 fp32, 2 fp16, 3 bf16, 4 int8 (builder default 4 on CPU)."
+        ),
     )
-    shared_embeddings: bool | None = Field(None, description="Share the embedding and LM-head weights (tied models).")
+    shared_embeddings: bool | None = Field(
+        None, description="Share the embedding and LM-head weights (tied models)."
+    )
     quantize_embeddings: bool = Field(
         True,
         description=(
-            "Let the builder quantize the token embedding and lm_head too (its default, RTN). False keeps them "
+            "Let the builder quantize the token embedding and lm_head too (its default, RTN). False "
+            "keeps them "
             "float: more exact (an AWQ/GPTQ checkpoint leaves them float, and this keeps its model exactly), "
             "larger and slower to decode."
         ),
     )
-    extra_options: dict[str, Any] = Field(default_factory=dict, description="Further builder extra_options, passed as they are.")
+    extra_options: dict[str, Any] = Field(
+        default_factory=dict, description="Further builder extra_options, passed as they are."
+    )
 
     # Olive's ModelBuilder options that are the builder's extra_options under another name.
     OLIVE_ALIASES: ClassVar[dict[str, str]] = {
@@ -105,7 +123,8 @@ def builder_provider(name: str) -> str:
     provider = BUILDER_PROVIDERS.get(canonical_provider(name) or "")
     if provider is None:
         raise OlivepressError(
-            f"the ORT GenAI model builder cannot build for '{name}'; it builds for CPU, CUDA, DML, WebGPU and "
+            f"the ORT GenAI model builder cannot build for '{name}'; it builds for CPU, CUDA, DML, "
+            "WebGPU and "
             "NvTensorRtRtx execution providers (use the generic ONNX path for others)"
         )
     return provider
@@ -118,7 +137,11 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
     options = _extra_options(model, config)
     # The log stays beside the model in its cache entry (not inside the model folder).
     log_file = out_dir.parent / "model_builder.log"
-    ctx.log.info("Building %s ONNX model for %s (full builder log: model_builder.log in the cache entry)", config.precision, provider)
+    ctx.log.info(
+        "Building %s ONNX model for %s (full builder log: model_builder.log in the cache entry)",
+        config.precision,
+        provider,
+    )
     cache_dir = ctx.scratch_dir / "builder-cache"
     args = (None, model.path, str(out_dir), config.precision, provider, str(cache_dir))
     try:
@@ -142,7 +165,11 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> Onnx
         ctx.log.info("LoRA paths added beside %d quantized MatMuls (float, for ExtractAdapters)", count)
     if config.search:
         _merge_search_options(genai_config, config.search)
-    embeds = (model.quantization_config() or {}).get("meta", {}).get("embeds") if model.quantization_method() else None
+    embeds = (
+        (model.quantization_config() or {}).get("meta", {}).get("embeds")
+        if model.quantization_method()
+        else None
+    )
     if embeds and config.precision in ("int4", "int8") and config.quantize_embeddings:
         from olivepress.passes.onnx.quantized_embeddings import carry_embeddings
 

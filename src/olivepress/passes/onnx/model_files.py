@@ -41,14 +41,27 @@ class OnnxOutputConfig(PassConfig):
     """Options every pass that writes an ONNX model takes (Olive's names)."""
 
     save_as_external_data: bool = Field(
-        False, description="Keep tensors in a file beside the model even under 2 GB (models over 2 GB always do)."
+        False,
+        description="Keep tensors in a file beside the model even under 2 GB (models over 2 GB always do).",
     )
-    all_tensors_to_one_file: bool = Field(True, description="With external data: one file for all tensors, else one per tensor.")
-    external_data_name: str | None = Field(None, description="Name of the external data file (default: <model file>.data).")
-    size_threshold: int = Field(1024, ge=0, description="With external data: tensors smaller than this many bytes stay inline.")
-    convert_attribute: bool = Field(False, description="With external data: move tensors held in node attributes out too.")
+    all_tensors_to_one_file: bool = Field(
+        True, description="With external data: one file for all tensors, else one per tensor."
+    )
+    external_data_name: str | None = Field(
+        None, description="Name of the external data file (default: <model file>.data)."
+    )
+    size_threshold: int = Field(
+        1024, ge=0, description="With external data: tensors smaller than this many bytes stay inline."
+    )
+    convert_attribute: bool = Field(
+        False, description="With external data: move tensors held in node attributes out too."
+    )
     inference_settings: InferenceSettings | None = Field(
-        None, description="Providers and session options to write into inference_settings.json (default: carry the input's)."
+        None,
+        description=(
+            "Providers and session options to write into inference_settings.json (default: carry the "
+            "input's)."
+        ),
     )
 
 
@@ -107,7 +120,9 @@ def write_model(
     if source is not None:
         source_file = onnx_file(source, "write_model")
         skipped = {source_file.name, *external_data_files(source_file)}
-        copy_beside(source.folder, out_dir, lambda path: path.name in skipped and path.parent == source.folder)
+        copy_beside(
+            source.folder, out_dir, lambda path: path.name in skipped and path.parent == source.folder
+        )
         adapters = _rebased_adapters(source, out_dir)
 
     path = out_dir / file_name
@@ -138,7 +153,12 @@ def copy_beside(source: Path, out_dir: Path, skip: Callable[[Path], bool]) -> No
             continue
         target = out_dir / item.name
         if item.is_dir():
-            shutil.copytree(item, target, dirs_exist_ok=True, ignore=lambda folder, names: _hidden_and_skipped(folder, names, skip))
+            shutil.copytree(
+                item,
+                target,
+                dirs_exist_ok=True,
+                ignore=lambda folder, names: _hidden_and_skipped(folder, names, skip),
+            )
         else:
             shutil.copy2(item, target)
 
@@ -173,7 +193,11 @@ def read_metadata(path: Path) -> dict[str, str]:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return {p.key.removeprefix("olivepress."): p.value for p in model.metadata_props if p.key.startswith("olivepress.")}
+    return {
+        p.key.removeprefix("olivepress."): p.value
+        for p in model.metadata_props
+        if p.key.startswith("olivepress.")
+    }
 
 
 @contextmanager

@@ -33,23 +33,32 @@ ACCEPTS = ("onnx",)
 
 
 class Config(OnnxOutputConfig):
-    block_size: int = Field(32, description="Input rows per scale: a power of two, 16 or more (32, 64, 128, ...).")
+    block_size: int = Field(
+        32, description="Input rows per scale: a power of two, 16 or more (32, 64, 128, ...)."
+    )
     is_symmetric: bool = Field(True, description="Symmetric grid without zero points.")
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
-        None, description="MatMulNBits compute precision: 1 fp32, 2 fp16, 3 bf16, 4 int8; default: onnxruntime's."
+        None,
+        description="MatMulNBits compute precision: 1 fp32, 2 fp16, 3 bf16, 4 int8; default: onnxruntime's.",
     )
-    nodes_to_exclude: list[str] = Field(default_factory=list, description="MatMul nodes (by name) to leave in float.")
+    nodes_to_exclude: list[str] = Field(
+        default_factory=list, description="MatMul nodes (by name) to leave in float."
+    )
     nodes_to_include: list[str] | None = Field(None, description="Quantize only these nodes (by name).")
     op_types_to_quantize: list[Literal["MatMul", "Gather"]] | None = Field(
         None, description="Op types to quantize: MatMul (default), Gather (embedding tables, QOperator only)."
     )
-    quant_format: Literal["QOperator", "QDQ"] = Field("QOperator", description="QOperator: MatMulNBits; QDQ: DequantizeLinear + MatMul.")
+    quant_format: Literal["QOperator", "QDQ"] = Field(
+        "QOperator", description="QOperator: MatMulNBits; QDQ: DequantizeLinear + MatMul."
+    )
 
     @field_validator("block_size")
     @classmethod
     def _power_of_two(cls, value: int) -> int:
         if value < 16 or value & (value - 1):
-            raise ValueError(f"block_size={value} must be a power of two of 16 or more (16, 32, 64, 128, ...)")
+            raise ValueError(
+                f"block_size={value} must be a power of two of 16 or more (16, 32, 64, 128, ...)"
+            )
         return value
 
 
@@ -88,17 +97,26 @@ def run(model: OnnxModel, config: Config, out_dir: Path, ctx: PassContext) -> On
         quantizer.process()
     quantized = quantizer.model.model
     counts = Counter(node.op_type for node in quantized.graph.node)
-    made = counts["MatMulNBits"] + counts["GatherBlockQuantized"] + (counts["DequantizeLinear"] if config.quant_format == "QDQ" else 0)
+    made = (
+        counts["MatMulNBits"]
+        + counts["GatherBlockQuantized"]
+        + (counts["DequantizeLinear"] if config.quant_format == "QDQ" else 0)
+    )
     if not made:
         raise OlivepressError(
             f"OnnxMatMul4Quantizer found no MatMul with a constant weight to quantize in {source.name} "
             "(or all were excluded); check nodes_to_exclude / nodes_to_include, or drop the pass"
         )
     ctx.log.info(
-        "int4 (block %d, %s): MatMulNBits x%d%s", config.block_size, "symmetric" if config.is_symmetric else "asymmetric",
-        counts["MatMulNBits"], f", GatherBlockQuantized x{counts['GatherBlockQuantized']}" if counts["GatherBlockQuantized"] else "",
+        "int4 (block %d, %s): MatMulNBits x%d%s",
+        config.block_size,
+        "symmetric" if config.is_symmetric else "asymmetric",
+        counts["MatMulNBits"],
+        f", GatherBlockQuantized x{counts['GatherBlockQuantized']}" if counts["GatherBlockQuantized"] else "",
     )
-    set_metadata(quantized, quantization=f"int4 block {config.block_size} {'sym' if config.is_symmetric else 'asym'}")
+    set_metadata(
+        quantized, quantization=f"int4 block {config.block_size} {'sym' if config.is_symmetric else 'asym'}"
+    )
     return write_model(quantized, out_dir, config, source=model, file_name=source.name)
 
 

@@ -34,9 +34,20 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
 QUANTIZED_OPS = {
-    "DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "QAttention", "QEmbedLayerNormalization",
-    "QLinearMatMul", "QLinearConv", "QGemm", "ConvInteger", "QuantizeLinear", "DequantizeLinear",
-    "QLinearAdd", "QLinearMul", "QGather",
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "DynamicQuantizeMatMul",
+    "QAttention",
+    "QEmbedLayerNormalization",
+    "QLinearMatMul",
+    "QLinearConv",
+    "QGemm",
+    "ConvInteger",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearAdd",
+    "QLinearMul",
+    "QGather",
 }
 _TYPE_SPELLINGS = {"int8": "QInt8", "uint8": "QUInt8", "int16": "QInt16", "uint16": "QUInt16"}
 
@@ -55,13 +66,22 @@ class Int8Config(OnnxOutputConfig):
 
     weight_type: Literal["QInt8", "QUInt8"] = Field("QInt8", description="Integer type of the weights.")
     per_channel: bool = Field(
-        True, description="One scale per output channel of each weight (much closer to float than one per tensor)."
+        True,
+        description="One scale per output channel of each weight (much closer to float than one per tensor).",
     )
-    reduce_range: bool = Field(False, description="7-bit weights, for CPUs without VNNI that overflow in 8 bits.")
-    op_types_to_quantize: list[str] | None = Field(None, description="Op types to quantize (default: all onnxruntime can).")
+    reduce_range: bool = Field(
+        False, description="7-bit weights, for CPUs without VNNI that overflow in 8 bits."
+    )
+    op_types_to_quantize: list[str] | None = Field(
+        None, description="Op types to quantize (default: all onnxruntime can)."
+    )
     nodes_to_quantize: list[str] | None = Field(None, description="Quantize only these nodes (by name).")
-    nodes_to_exclude: list[str] = Field(default_factory=list, description="Nodes (by name) to leave in float.")
-    extra_options: dict[str, Any] = Field(default_factory=dict, description="onnxruntime quantizer extra_options, passed as they are.")
+    nodes_to_exclude: list[str] = Field(
+        default_factory=list, description="Nodes (by name) to leave in float."
+    )
+    extra_options: dict[str, Any] = Field(
+        default_factory=dict, description="onnxruntime quantizer extra_options, passed as they are."
+    )
 
     @field_validator("weight_type", mode="before")
     @classmethod
@@ -103,7 +123,9 @@ def run_quantizer(
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".quantize-") as scratch:
         output = Path(scratch) / source.name
         try:
-            with quiet_loggers("", "onnxruntime", level=logging.ERROR):  # it logs every tensor it skips, and nags
+            with quiet_loggers(
+                "", "onnxruntime", level=logging.ERROR
+            ):  # it logs every tensor it skips, and nags
                 quantize(source, output)
         except OlivepressError:
             raise
@@ -111,10 +133,15 @@ def run_quantizer(
             raise OlivepressError(f"{pass_name} failed on {source}: {type(exc).__name__}: {exc}") from exc
         quantized = load_model(output)
     counts = Counter(node.op_type for node in quantized.graph.node)
-    added = {op: count - before.get(op, 0) for op, count in counts.items() if op in QUANTIZED_OPS and count > before.get(op, 0)}
+    added = {
+        op: count - before.get(op, 0)
+        for op, count in counts.items()
+        if op in QUANTIZED_OPS and count > before.get(op, 0)
+    }
     if not added:
         raise OlivepressError(
-            f"{pass_name} quantized no node of {source.name}; check op_types_to_quantize, nodes_to_quantize and "
+            f"{pass_name} quantized no node of {source.name}; check op_types_to_quantize, "
+            "nodes_to_quantize and "
             "nodes_to_exclude (or drop the pass)"
         )
     ctx.log.info("%s: %s", pass_name, ", ".join(f"{op} x{count}" for op, count in sorted(added.items())))
@@ -133,7 +160,9 @@ def graph_inputs(model: onnx.ModelProto) -> list[tuple[str, np.dtype, list[int |
         if value.name in initializers:
             continue
         tensor = value.type.tensor_type
-        shape = [dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?") for dim in tensor.shape.dim]
+        shape = [
+            dim.dim_value if dim.HasField("dim_value") else (dim.dim_param or "?") for dim in tensor.shape.dim
+        ]
         inputs.append((value.name, np.dtype(helper.tensor_dtype_to_np_dtype(tensor.elem_type)), shape))
     return inputs
 
@@ -146,7 +175,8 @@ def load_tokenizer(folder: Path) -> PreTrainedTokenizerBase:
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except (OSError, ValueError) as exc:
         raise OlivepressError(
-            f"calibration needs the model's tokenizer beside it in {folder} (OnnxConversion copies it there): {exc}"
+            f"calibration needs the model's tokenizer beside it in {folder} (OnnxConversion copies it "
+            f"there): {exc}"
         ) from exc
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
@@ -170,13 +200,21 @@ def text_feeds(
     shapes = {name: shape for name, _, shape in inputs}
     ids_shape = shapes.get("input_ids", ["batch", "sequence"])
     batch = ids_shape[0] if ids_shape and isinstance(ids_shape[0], int) and ids_shape[0] > 0 else 1
-    fixed = ids_shape[1] if len(ids_shape) > 1 and isinstance(ids_shape[1], int) and ids_shape[1] > 0 else None
+    fixed = (
+        ids_shape[1] if len(ids_shape) > 1 and isinstance(ids_shape[1], int) and ids_shape[1] > 0 else None
+    )
     length = fixed or seq_len
     padding = "max_length" if (fixed or fixed_length) else "longest"
     usable = [text for text in texts if text.strip()]
     feeds = []
     for start in range(0, len(usable) - batch + 1, batch):
-        encoded = tokenizer(usable[start : start + batch], truncation=True, max_length=length, padding=padding, return_tensors="np")
+        encoded = tokenizer(
+            usable[start : start + batch],
+            truncation=True,
+            max_length=length,
+            padding=padding,
+            return_tensors="np",
+        )
         ids = encoded["input_ids"]
         made = {
             "attention_mask": lambda ids=ids: np.ones_like(ids),
@@ -190,8 +228,10 @@ def text_feeds(
             elif name in made:
                 value = made[name]()
             else:
-                raise OlivepressError(f"calibration cannot make the model input '{name}' from text; the model takes: "
-                                      + ", ".join(n for n, _, _ in inputs))
+                raise OlivepressError(
+                    f"calibration cannot make the model input '{name}' from text; the model takes: "
+                    + ", ".join(n for n, _, _ in inputs)
+                )
             feed[name] = value.astype(dtype)
         feeds.append(feed)
     return feeds

@@ -41,18 +41,30 @@ GELU_OPS = {"Gelu", "BiasGelu", "FastGelu", "QuickGelu", "GemmFastGelu"}
 
 class Config(Int8Config):
     data_config: str | DataConfig | None = Field(
-        None, description="Calibration texts: the name of a data config under data_configs, or one inline. Required."
+        None,
+        description=(
+            "Calibration texts: the name of a data config under data_configs, or one inline. Required."
+        ),
     )
-    quant_format: Literal["QDQ", "QOperator"] = Field("QDQ", description="QDQ: QuantizeLinear/DequantizeLinear pairs; QOperator: QLinear* ops.")
+    quant_format: Literal["QDQ", "QOperator"] = Field(
+        "QDQ", description="QDQ: QuantizeLinear/DequantizeLinear pairs; QOperator: QLinear* ops."
+    )
     activation_type: Literal["QInt8", "QUInt8", "QInt16", "QUInt16"] = Field(
-        "QUInt8", description="Integer type of the activations (uint8 with int8 weights: the fast pair on x86 CPUs)."
+        "QUInt8",
+        description="Integer type of the activations (uint8 with int8 weights: the fast pair on x86 CPUs).",
     )
     calibrate_method: Literal["MinMax", "Entropy", "Percentile", "Distribution"] = Field(
         "MinMax", description="How activation ranges are chosen from the calibration runs."
     )
-    calibration_samples: int = Field(64, ge=1, description="Texts to calibrate on (the first ones of the data).")
-    calibration_seq_len: int = Field(128, ge=1, description="Tokens per calibration text (longer ones are cut).")
-    exclude_gelu_matmuls: bool = Field(True, description="Leave MatMuls that read a GELU output in float (see the module notes).")
+    calibration_samples: int = Field(
+        64, ge=1, description="Texts to calibrate on (the first ones of the data)."
+    )
+    calibration_seq_len: int = Field(
+        128, ge=1, description="Tokens per calibration text (longer ones are cut)."
+    )
+    exclude_gelu_matmuls: bool = Field(
+        True, description="Leave MatMuls that read a GELU output in float (see the module notes)."
+    )
 
     @field_validator("activation_type", mode="before")
     @classmethod
@@ -71,7 +83,8 @@ def run(model: OnnxModel, config: Config, out_dir: Path, ctx: PassContext) -> On
 
     if config.data_config is None:
         raise OlivepressError(
-            "OnnxStaticQuantization needs calibration data: set data_config to the name of a data config under "
+            "OnnxStaticQuantization needs calibration data: set data_config to the name of a data "
+            "config under "
             "data_configs (or an inline one), or use OnnxDynamicQuantization, which needs none"
         )
     data_config = ctx.data_config(config.data_config)
@@ -125,13 +138,24 @@ def _calibration_feeds(folder: Path, model, data_config: DataConfig, config: Con
     from olivepress.data.templates import render_texts
 
     tokenizer = load_tokenizer(folder)
-    texts = [t for t in render_texts(load_records(data_config), data_config.pre_process_data_config, tokenizer) if t.strip()]
+    texts = [
+        t
+        for t in render_texts(load_records(data_config), data_config.pre_process_data_config, tokenizer)
+        if t.strip()
+    ]
     # Histogram methods stack the activations of all runs, so every run needs the same shape.
     fixed_length = config.calibrate_method != "MinMax"
-    feeds = text_feeds(tokenizer, graph_inputs(model), texts[: config.calibration_samples], config.calibration_seq_len, fixed_length)
+    feeds = text_feeds(
+        tokenizer,
+        graph_inputs(model),
+        texts[: config.calibration_samples],
+        config.calibration_seq_len,
+        fixed_length,
+    )
     if not feeds:
         raise OlivepressError(
-            f"data config '{data_config.name}' gave no non-empty text to calibrate on; check its files and text fields"
+            f"data config '{data_config.name}' gave no non-empty text to calibrate on; check its files "
+            "and text fields"
         )
     return feeds
 

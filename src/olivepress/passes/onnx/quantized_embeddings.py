@@ -31,18 +31,37 @@ def carry_embeddings(model_dir: Path, embeds: dict[str, Any], log: logging.Logge
         log.warning("ModelBuilder: no float embedding lookup to quantize; the embeddings stay as built")
         return
     if embeds.get("tied_to_lm_head") and head is not None and head.op_type == "MatMulNBits":
-        embeddings.tie_lookup_to_head(proto, lookup, head.node, embeddings.float_lookup_weight(proto, lookup).shape[1])
-        log.info("ModelBuilder: embeddings read lm_head's %d-bit weights (GatherBlockQuantized, tied)", embeds["bits"])
+        embeddings.tie_lookup_to_head(
+            proto, lookup, head.node, embeddings.float_lookup_weight(proto, lookup).shape[1]
+        )
+        log.info(
+            "ModelBuilder: embeddings read lm_head's %d-bit weights (GatherBlockQuantized, tied)",
+            embeds["bits"],
+        )
     else:
         try:
-            grid = Grid(bits=int(embeds["bits"]), group_size=int(embeds["group_size"]), sym=bool(embeds["sym"]))
+            grid = Grid(
+                bits=int(embeds["bits"]), group_size=int(embeds["group_size"]), sym=bool(embeds["sym"])
+            )
         except (KeyError, ValueError) as exc:
-            raise OlivepressError(f"quantization_config.meta.embeds is malformed ({exc}); rerun RTN with embeds") from None
+            raise OlivepressError(
+                f"quantization_config.meta.embeds is malformed ({exc}); rerun RTN with embeds"
+            ) from None
         embeddings.quantize_lookup(proto, lookup, grid)
-        log.info("ModelBuilder: embeddings in %d bits (GatherBlockQuantized, blocks of %d)", grid.bits, grid.group_size)
+        log.info(
+            "ModelBuilder: embeddings in %d bits (GatherBlockQuantized, blocks of %d)",
+            grid.bits,
+            grid.group_size,
+        )
     data_files = external_data_files(path)
     location = next(iter(data_files), f"{path.name}.data")
     for name in data_files:
         (model_dir / name).unlink(missing_ok=True)  # onnx appends to an existing data file
-    onnx.save_model(proto, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=location,
-                    size_threshold=1024)
+    onnx.save_model(
+        proto,
+        str(path),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location=location,
+        size_threshold=1024,
+    )

@@ -70,7 +70,12 @@ def write_checkpoint(
         plan, options, quantized, meta=meta, desc_act=desc_act, damp_percent=damp_percent
     )
     save_quantized(
-        lm, quantized, source.folder, out_dir, layout=plan.layout, quantization_config=qconfig,
+        lm,
+        quantized,
+        source.folder,
+        out_dir,
+        layout=plan.layout,
+        quantization_config=qconfig,
         dtype=getattr(torch, options.dtype),
     )
     return HfModel(
@@ -80,7 +85,9 @@ def write_checkpoint(
     )
 
 
-def with_mixed_precision(options: QuantOptions, model: HfModel, ctx: PassContext, algorithm: str) -> QuantOptions:
+def with_mixed_precision(
+    options: QuantOptions, model: HfModel, ctx: PassContext, algorithm: str
+) -> QuantOptions:
     """`options` with the model folder's mixed-precision info (SelectiveMixedPrecision) applied."""
     from olivepress.passes.torch.mixed_precision import merged_options, read_mixed_precision
 
@@ -156,21 +163,40 @@ def run_calibrated(
     describe_plan(plan, ctx.log, algorithm)
     data_config = ctx.data_config(options.data_config) if options.data_config is not None else None
     tokens = calibration_tokens(
-        tokenizer, data_config, num_samples=options.num_calib_samples, seq_len=options.calib_seq_len,
+        tokenizer,
+        data_config,
+        num_samples=options.num_calib_samples,
+        seq_len=options.calib_seq_len,
         seed=options.seed,
     )
     ctx.log.info("%s: %d calibration samples x %d tokens", algorithm, tokens.shape[0], tokens.shape[1])
     with torch_threads(options.num_threads) as threads:
         ctx.log.info("using %d of %d CPU threads", threads.count, available_cores())
         quantized = quantize_layer_by_layer(
-            lm, tokens, plan, quantize_layer, quantize_head, batch_size=options.batch_size, log=ctx.log,
+            lm,
+            tokens,
+            plan,
+            quantize_layer,
+            quantize_head,
+            batch_size=options.batch_size,
+            log=ctx.log,
             name=algorithm,
         )
     meta = {
-        "num_calib_samples": tokens.shape[0], "calib_seq_len": tokens.shape[1], "seed": options.seed, **meta
+        "num_calib_samples": tokens.shape[0],
+        "calib_seq_len": tokens.shape[1],
+        "seed": options.seed,
+        **meta,
     }
     handle = write_checkpoint(
-        lm, quantized, model, out_dir, plan, options, algorithm=algorithm.lower(), meta=meta,
+        lm,
+        quantized,
+        model,
+        out_dir,
+        plan,
+        options,
+        algorithm=algorithm.lower(),
+        meta=meta,
         **checkpoint_options,
     )
     ctx.log.info("%s: done in %.1f s -> %s", algorithm, time.perf_counter() - start, out_dir)

@@ -27,7 +27,13 @@ class Config(AwqOptions, PassConfig):
 def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfModel:
     family = folder_family(model.folder)  # which layers share a scale, and where it folds
     return run_calibrated(
-        model, config, out_dir, ctx, algorithm="AWQ", layouts=("awq", "gptq"),
-        quantize_layer=awq.layer_quantizer(config, family), quantize_head=awq.head_quantizer(config, family),
+        model,
+        config,
+        out_dir,
+        ctx,
+        algorithm="AWQ",
+        layouts=("awq", "gptq"),
+        quantize_layer=awq.layer_quantizer(config, family),
+        quantize_head=awq.head_quantizer(config, family),
         meta={"n_grid": config.n_grid, "clip": config.clip},
     )

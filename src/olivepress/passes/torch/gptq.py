@@ -32,10 +32,20 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfMo
             "model's quality)"
         )
     return run_calibrated(
-        model, config, out_dir, ctx, algorithm="GPTQ", layouts=("gptq",),
+        model,
+        config,
+        out_dir,
+        ctx,
+        algorithm="GPTQ",
+        layouts=("gptq",),
         quantize_layer=gptq.layer_quantizer(config, family),
         quantize_head=gptq.head_quantizer(config, family),
-        meta={"block_size": config.block_size, "diag_damp": config.diag_damp, "clip": config.clip,
-              "act_scale": config.act_scale},
-        desc_act=config.desc_act, damp_percent=config.damp_percent,
+        meta={
+            "block_size": config.block_size,
+            "diag_damp": config.diag_damp,
+            "clip": config.clip,
+            "act_scale": config.act_scale,
+        },
+        desc_act=config.desc_act,
+        damp_percent=config.damp_percent,
     )

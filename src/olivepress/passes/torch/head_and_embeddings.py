@@ -55,11 +55,20 @@ def grid_for(config: QuantOptions, name: str, in_features: int, module_names: se
 
 
 def embeddings_meta(grid: Grid, tied_to_lm_head: bool) -> dict[str, Any]:
-    return {"bits": grid.bits, "group_size": grid.group_size, "sym": grid.sym, "tied_to_lm_head": tied_to_lm_head}
+    return {
+        "bits": grid.bits,
+        "group_size": grid.group_size,
+        "sym": grid.sym,
+        "tied_to_lm_head": tied_to_lm_head,
+    }
 
 
 def quantize_embeddings(
-    embedding: torch.Tensor, grid: Grid, lm_head: QuantizedWeight | None, lm_head_grid: Grid | None, tied: bool
+    embedding: torch.Tensor,
+    grid: Grid,
+    lm_head: QuantizedWeight | None,
+    lm_head_grid: Grid | None,
+    tied: bool,
 ) -> tuple[torch.Tensor, bool]:
     """The embedding weights rounded to `grid`, and whether they are exactly lm_head's (tied
     models whose lm_head has the same grid keep one set of integers)."""
@@ -81,7 +90,8 @@ def quantize_remaining(model: HfModel, config: QuantOptions, out_dir: Path, log:
 
     if not (config.include_lm_head or config.embeds):
         raise OlivepressError(
-            f"{model.path} is already quantized ('{model.quantization_method()}'); RTN on it quantizes what is "
+            f"{model.path} is already quantized ('{model.quantization_method()}'); RTN on it quantizes "
+            "what is "
             "left: set lm_head and/or embeds, or give RTN the float model"
         )
     quantized, tensors, qconfig = checkpoint.read_quantized(model.folder)
@@ -89,7 +99,9 @@ def quantize_remaining(model: HfModel, config: QuantOptions, out_dir: Path, log:
     tied = bool(source_config.get("tie_word_embeddings", False))
     embed_key = next((f"{n}.weight" for n in EMBEDDING_NAMES if f"{n}.weight" in tensors), None)
     if embed_key is None:
-        raise OlivepressError(f"cannot find the token embeddings in {model.path} (looked for {', '.join(EMBEDDING_NAMES)})")
+        raise OlivepressError(
+            f"cannot find the token embeddings in {model.path} (looked for {', '.join(EMBEDDING_NAMES)})"
+        )
     names = set(quantized) | {k.rsplit(".", 1)[0] for k in tensors} | {"lm_head"}
     float_dtype = tensors[embed_key].dtype
     meta = dict(qconfig.get("meta") or {})
@@ -98,13 +110,17 @@ def quantize_remaining(model: HfModel, config: QuantOptions, out_dir: Path, log:
         weight = tensors.pop("lm_head.weight", None)
         if weight is None:
             if not tied:
-                raise OlivepressError(f"{model.path} has no lm_head.weight and does not tie it to the embeddings")
+                raise OlivepressError(
+                    f"{model.path} has no lm_head.weight and does not tie it to the embeddings"
+                )
             weight = tensors[embed_key]
         head_grid = grid_for(config, "lm_head", weight.shape[1], names)
         if head_grid is not None:
             head_q = quantize_weight(weight.float(), head_grid)
             quantized["lm_head"] = head_q
-            log.info("RTN: lm_head %d-bit g%d on the quantized checkpoint", head_grid.bits, head_grid.group_size)
+            log.info(
+                "RTN: lm_head %d-bit g%d on the quantized checkpoint", head_grid.bits, head_grid.group_size
+            )
     if config.embeds:
         embed_name = embed_key.removesuffix(".weight")
         grid = grid_for(config, embed_name, tensors[embed_key].shape[1], names)
@@ -112,22 +128,44 @@ def quantize_remaining(model: HfModel, config: QuantOptions, out_dir: Path, log:
             values, shared = quantize_embeddings(tensors[embed_key], grid, head_q, head_grid, tied)
             tensors[embed_key] = values.to(float_dtype)
             meta["embeds"] = embeddings_meta(grid, shared)
-            log.info("RTN: embeddings %d-bit g%d%s", grid.bits, grid.group_size, " (lm_head's integers)" if shared else "")
+            log.info(
+                "RTN: embeddings %d-bit g%d%s",
+                grid.bits,
+                grid.group_size,
+                " (lm_head's integers)" if shared else "",
+            )
     dynamic = dict(qconfig.get("dynamic") or {})
     bits, group_size = int(qconfig.get("bits", 4)), int(qconfig.get("group_size", 128))
     sym = bool(qconfig.get("sym", not qconfig.get("zero_point", True)))
-    if head_grid is not None and (head_grid.bits, head_grid.group_size, head_grid.sym) != (bits, group_size, sym):
-        dynamic[r"+:lm_head\b"] = {"bits": head_grid.bits, "group_size": head_grid.group_size, "sym": head_grid.sym}
+    if head_grid is not None and (head_grid.bits, head_grid.group_size, head_grid.sym) != (
+        bits,
+        group_size,
+        sym,
+    ):
+        dynamic[r"+:lm_head\b"] = {
+            "bits": head_grid.bits,
+            "group_size": head_grid.group_size,
+            "sym": head_grid.sym,
+        }
     meta["rtn_after"] = qconfig.get("meta", {}).get("algorithm", qconfig.get("quant_method"))
     meta["quantizer"] = f"olivepress {__version__}"
     new_qconfig = qconfig_module.gptq_config(
-        bits=bits, group_size=group_size, sym=sym, desc_act=bool(qconfig.get("desc_act", False)),
-        damp_percent=float(qconfig.get("damp_percent", 0.0)), dynamic=dynamic, lm_head="lm_head" in quantized,
+        bits=bits,
+        group_size=group_size,
+        sym=sym,
+        desc_act=bool(qconfig.get("desc_act", False)),
+        damp_percent=float(qconfig.get("damp_percent", 0.0)),
+        dynamic=dynamic,
+        lm_head="lm_head" in quantized,
         meta=meta,
     )
     _write(quantized, tensors, model.folder, out_dir, new_qconfig, source_config)
-    return HfModel(path=str(out_dir), task=model.task, adapter_path=model.adapter_path,
-                   load_kwargs={k: v for k, v in model.load_kwargs.items() if k == "trust_remote_code"})
+    return HfModel(
+        path=str(out_dir),
+        task=model.task,
+        adapter_path=model.adapter_path,
+        load_kwargs={k: v for k, v in model.load_kwargs.items() if k == "trust_remote_code"},
+    )
 
 
 def default_head_step(model: HfModel, device: str, precision: str) -> dict[str, Any] | None:
@@ -150,8 +188,13 @@ def default_head_step(model: HfModel, device: str, precision: str) -> dict[str, 
             return None
     # Explicit overrides: a SelectiveMixedPrecision default (e.g. 4 bits) must not lower them.
     eight_bits = {"bits": 8}
-    return {"type": "RTN", "lm_head": True, "embeds": True, "bits": 8,
-            "overrides": {"lm_head": eight_bits, "re:.*(embed_tokens|wte)": eight_bits}}
+    return {
+        "type": "RTN",
+        "lm_head": True,
+        "embeds": True,
+        "bits": 8,
+        "overrides": {"lm_head": eight_bits, "re:.*(embed_tokens|wte)": eight_bits},
+    }
 
 
 def _write(quantized: dict, tensors: dict, source: Path, out_dir: Path, qconfig: dict, config: dict) -> None:
@@ -172,4 +215,3 @@ def _write(quantized: dict, tensors: dict, source: Path, out_dir: Path, qconfig:
         config["tie_word_embeddings"] = False  # lm_head has its own (quantized) weights now
     (out_dir / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     checkpoint.copy_side_files(source, out_dir)
-

@@ -36,6 +36,8 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfMo
     merged.save_pretrained(out_dir)
     load_tokenizer(model).save_pretrained(out_dir)
     ctx.log.info("Merged adapter %s into %s", model.adapter_path, model.path)
-    return HfModel(path=str(out_dir), task=model.task, load_kwargs={
-        key: value for key, value in model.load_kwargs.items() if key == "trust_remote_code"
-    })
+    return HfModel(
+        path=str(out_dir),
+        task=model.task,
+        load_kwargs={key: value for key, value in model.load_kwargs.items() if key == "trust_remote_code"},
+    )

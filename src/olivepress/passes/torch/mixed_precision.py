@@ -35,13 +35,17 @@ def read_mixed_precision(folder: Path) -> dict[str, Any] | None:
     try:
         info = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise OlivepressError(f"{path} is not valid JSON ({exc.msg}); rerun SelectiveMixedPrecision") from None
+        raise OlivepressError(
+            f"{path} is not valid JSON ({exc.msg}); rerun SelectiveMixedPrecision"
+        ) from None
     if not isinstance(info, dict) or not isinstance(info.get("overrides", {}), dict):
         raise OlivepressError(f"{path} must map 'default' and 'overrides'; rerun SelectiveMixedPrecision")
     return info
 
 
-def write_mixed_precision(folder: Path, default: dict[str, Any], overrides: dict[str, dict[str, Any]]) -> None:
+def write_mixed_precision(
+    folder: Path, default: dict[str, Any], overrides: dict[str, dict[str, Any]]
+) -> None:
     data = {"default": default, "overrides": dict(sorted(overrides.items(), key=lambda kv: _natural(kv[0])))}
     (folder / MIXED_PRECISION_FILE).write_text(json.dumps(data, indent=1) + "\n")
 
@@ -65,7 +69,9 @@ def override_settings(raw: dict[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def merged_options(options: dict[str, Any], info: dict[str, Any] | None, log: logging.Logger, where: str) -> dict[str, Any]:
+def merged_options(
+    options: dict[str, Any], info: dict[str, Any] | None, log: logging.Logger, where: str
+) -> dict[str, Any]:
     """The quantizer's options with the mixed-precision info applied (Olive's rules, above)."""
     if not info:
         return options
@@ -87,6 +93,9 @@ def merged_options(options: dict[str, Any], info: dict[str, Any] | None, log: lo
     counts: dict[int, int] = {}
     for raw in (info.get("overrides") or {}).values():
         counts[int(raw.get("bits", 0))] = counts.get(int(raw.get("bits", 0)), 0) + 1
-    log.info("%s: mixed-precision info gives %s", where,
-             ", ".join(f"{n} modules {b}-bit" for b, n in sorted(counts.items())) or "no overrides")
+    log.info(
+        "%s: mixed-precision info gives %s",
+        where,
+        ", ".join(f"{n} modules {b}-bit" for b, n in sorted(counts.items())) or "no overrides",
+    )
     return merged

@@ -49,7 +49,14 @@ VERSION = 1
 ACCEPTS = ("hf",)
 
 Algorithm = Literal[
-    "k_quant_last", "k_quant_down", "k_quant_mixed", "snr", "snr_relative", "iqe", "iqe_relative", "kld_gradient"
+    "k_quant_last",
+    "k_quant_down",
+    "k_quant_mixed",
+    "snr",
+    "snr_relative",
+    "iqe",
+    "iqe_relative",
+    "kld_gradient",
 ]
 ATTENTION_INPUTS = ("q_proj", "k_proj", "v_proj", "qkv_proj", "query_key_value", "c_attn")
 MLP_OUTPUTS = ("down_proj", "fc2", "dense_4h_to_h", "c_proj")
@@ -61,20 +68,32 @@ class Config(PassConfig):
     bits: Literal[2, 4, 8] = Field(4, description="Precision of the other layers.")
     group_size: int = Field(128, description="Group size of the other layers (-1: one per row).")
     sym: bool = Field(False, description="Symmetric grid for the other layers.")
-    high_bits: Literal[4, 8, 16] = Field(8, description="Precision of the chosen layers (16: leave them float).")
-    high_group_size: int | None = Field(None, description="Group size of the chosen layers (default: group_size).")
+    high_bits: Literal[4, 8, 16] = Field(
+        8, description="Precision of the chosen layers (16: leave them float)."
+    )
+    high_group_size: int | None = Field(
+        None, description="Group size of the chosen layers (default: group_size)."
+    )
     high_sym: bool | None = Field(None, description="Symmetric grid for the chosen layers (default: sym).")
     ratio: float | None = Field(
-        None, gt=0, lt=1, description="Score-based algorithms: the share of the scored weights left at `bits`."
+        None,
+        gt=0,
+        lt=1,
+        description="Score-based algorithms: the share of the scored weights left at `bits`.",
     )
     kld_memory_mode: Literal["auto", "full", "multi_gpu", "low_memory", "offload"] = Field(
-        "auto", description="Olive's memory mode for kld_gradient; olivepress always streams (one scalar per layer)."
+        "auto",
+        description="Olive's memory mode for kld_gradient; olivepress always streams (one scalar per layer).",
     )
     num_calib_samples: int = Field(8, gt=0, description="kld_gradient: calibration samples (token windows).")
     calib_seq_len: int = Field(256, gt=0, description="kld_gradient: tokens per calibration sample.")
-    data_config: str | DataConfig | None = Field(None, description="kld_gradient: calibration data (default: shipped text).")
+    data_config: str | DataConfig | None = Field(
+        None, description="kld_gradient: calibration data (default: shipped text)."
+    )
     seed: int = 0
-    num_threads: int | None = Field(None, gt=0, description="CPU threads; default: the cores other work leaves free.")
+    num_threads: int | None = Field(
+        None, gt=0, description="CPU threads; default: the cores other work leaves free."
+    )
 
     @model_validator(mode="after")
     def _ratio_for_scores(self) -> Config:
@@ -96,8 +115,10 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfMo
         default = {"bits": config.bits}
         overrides = {name: dict(high) for name in k_quant_modules(lm, config.algorithm)}
     else:
-        high |= {"group_size": config.high_group_size or config.group_size,
-                 "symmetric": config.sym if config.high_sym is None else config.high_sym}
+        high |= {
+            "group_size": config.high_group_size or config.group_size,
+            "symmetric": config.sym if config.high_sym is None else config.high_sym,
+        }
         default = {"bits": config.bits, "group_size": config.group_size, "symmetric": config.sym}
         with torch.enable_grad(), torch_threads(config.num_threads):
             scores, numels = unit_scores(lm, tokenizer, config, ctx)
@@ -107,9 +128,14 @@ def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfMo
         overrides[embeddings] = dict(overrides["lm_head"])
     link_folder(model.folder, out_dir)
     write_mixed_precision(out_dir, default, overrides)
-    ctx.log.info("SelectiveMixedPrecision (%s): %d modules at %s bits, the rest at %d bits (%.1f s)",
-                 config.algorithm, len(overrides), "float" if config.high_bits == FLOAT_BITS else config.high_bits,
-                 config.bits, time.perf_counter() - start)
+    ctx.log.info(
+        "SelectiveMixedPrecision (%s): %d modules at %s bits, the rest at %d bits (%.1f s)",
+        config.algorithm,
+        len(overrides),
+        "float" if config.high_bits == FLOAT_BITS else config.high_bits,
+        config.bits,
+        time.perf_counter() - start,
+    )
     return model.model_copy(update={"path": str(out_dir)})
 
 
@@ -156,7 +182,11 @@ def k_quant_modules(lm: nn.Module, algorithm: str) -> list[str]:
             leaf = sub.rsplit(".", 1)[-1]
             if not isinstance(module, nn.Linear):
                 continue
-            if leaf in MLP_OUTPUTS and "mlp" in sub or (algorithm == "k_quant_mixed" and leaf in ATTENTION_INPUTS):
+            if (
+                leaf in MLP_OUTPUTS
+                and "mlp" in sub
+                or (algorithm == "k_quant_mixed" and leaf in ATTENTION_INPUTS)
+            ):
                 names.append(f"{prefix}.{i}.{sub}")
     return names
 
@@ -187,7 +217,9 @@ def _fake_quantize(weight: torch.Tensor, bits: int, group_size: int, sym: bool) 
 
     if bits >= FLOAT_BITS:
         return weight.detach().float()
-    return quantize_weight(weight.detach().float(), Grid(bits=bits, group_size=group_size, sym=sym)).dequantize()
+    return quantize_weight(
+        weight.detach().float(), Grid(bits=bits, group_size=group_size, sym=sym)
+    ).dequantize()
 
 
 def unit_scores(lm: nn.Module, tokenizer, config: Config, ctx: PassContext) -> tuple[dict, dict]:
@@ -195,13 +227,19 @@ def unit_scores(lm: nn.Module, tokenizer, config: Config, ctx: PassContext) -> t
     modules = dict(lm.named_modules())
     units = _units(lm)
     low = (config.bits, config.group_size, config.sym)
-    high = (config.high_bits, config.high_group_size or config.group_size,
-            config.sym if config.high_sym is None else config.high_sym)
+    high = (
+        config.high_bits,
+        config.high_group_size or config.group_size,
+        config.sym if config.high_sym is None else config.high_sym,
+    )
     if config.algorithm == "kld_gradient":
         stats = kld_alignment(lm, tokenizer, config, ctx, low, high)
     else:
-        stats = {name: _weight_stats(modules[name].weight, config.algorithm, low, high)
-                 for unit in units for name in unit}
+        stats = {
+            name: _weight_stats(modules[name].weight, config.algorithm, low, high)
+            for unit in units
+            for name in unit
+        }
     numels = {unit: sum(modules[n].weight.numel() for n in unit) for unit in units}
     scores = {unit: _score(config.algorithm, [stats[n] for n in unit], numels[unit]) for unit in units}
     return scores, numels
@@ -210,11 +248,17 @@ def unit_scores(lm: nn.Module, tokenizer, config: Config, ctx: PassContext) -> t
 def _weight_stats(weight: torch.Tensor, algorithm: str, low: tuple, high: tuple) -> dict[str, float]:
     w = weight.detach().float()
     q = _fake_quantize(w, *low)
-    stats = {"signal": float((w * w).sum()), "noise": float(((w - q) ** 2).sum()),
-             "iqe": float(((w - q) ** 2).mean(-1).max())}
+    stats = {
+        "signal": float((w * w).sum()),
+        "noise": float(((w - q) ** 2).sum()),
+        "iqe": float(((w - q) ** 2).mean(-1).max()),
+    }
     if algorithm.endswith("_relative"):
         qh = _fake_quantize(w, *high)
-        stats |= {"high_noise": float(((w - qh) ** 2).sum()), "high_iqe": float(((w - qh) ** 2).mean(-1).max())}
+        stats |= {
+            "high_noise": float(((w - qh) ** 2).sum()),
+            "high_iqe": float(((w - qh) ** 2).mean(-1).max()),
+        }
     return stats
 
 
@@ -254,7 +298,9 @@ def promote(scores: dict, numels: dict, ratio: float, high: dict) -> dict[str, d
     return overrides
 
 
-def kld_alignment(lm: nn.Module, tokenizer, config: Config, ctx: PassContext, low: tuple, high: tuple) -> dict:
+def kld_alignment(
+    lm: nn.Module, tokenizer, config: Config, ctx: PassContext, low: tuple, high: tuple
+) -> dict:
     """Per Linear: sum over calibration batches of grad(KL) · (W_low - W_high), the gradient taken
     at the model whose Linear weights are all on the low grid."""
     import copy
@@ -266,11 +312,14 @@ def kld_alignment(lm: nn.Module, tokenizer, config: Config, ctx: PassContext, lo
     from olivepress.data.calibration import calibration_samples
 
     if config.kld_memory_mode not in ("auto", "low_memory"):
-        ctx.log.info("SelectiveMixedPrecision: kld_memory_mode %s has no effect; olivepress streams the sums",
-                     config.kld_memory_mode)
+        ctx.log.info(
+            "SelectiveMixedPrecision: kld_memory_mode %s has no effect; olivepress streams the sums",
+            config.kld_memory_mode,
+        )
     data = ctx.data_config(config.data_config) if config.data_config is not None else None
-    tokens = calibration_samples(tokenizer, data, num_samples=config.num_calib_samples,
-                                 seq_len=config.calib_seq_len, seed=config.seed)
+    tokens = calibration_samples(
+        tokenizer, data, num_samples=config.num_calib_samples, seq_len=config.calib_seq_len, seed=config.seed
+    )
     student = copy.deepcopy(lm)
     if getattr(student.config, "tie_word_embeddings", False):
         # lm_head is scored on its own grid, so it cannot share the embeddings' tensor here
@@ -298,5 +347,7 @@ def kld_alignment(lm: nn.Module, tokenizer, config: Config, ctx: PassContext, lo
                 sums[name] += float((module.weight.grad * steps[name]).sum())
                 module.weight.grad = None
     if not all(map(lambda v: v == v, sums.values())):  # NaN from a degenerate model
-        raise OlivepressError("kld_gradient gave NaN scores; check the model in float32, or use snr / k_quant_mixed")
+        raise OlivepressError(
+            "kld_gradient gave NaN scores; check the model in float32, or use snr / k_quant_mixed"
+        )
     return {name: {"alignment": value} for name, value in sums.items()}

@@ -17,5 +17,14 @@ from olivepress.runtime.serve.routes import create_app
 from olivepress.runtime.serve.startup import bound_port, check_port, http_server, is_loopback, serve
 from olivepress.runtime.serve.wire import ApiError, Finished
 
-__all__ = ["ApiError", "Finished", "Server", "bound_port", "check_port", "create_app", "http_server",
-           "is_loopback", "serve"]
+__all__ = [
+    "ApiError",
+    "Finished",
+    "Server",
+    "bound_port",
+    "check_port",
+    "create_app",
+    "http_server",
+    "is_loopback",
+    "serve",
+]

@@ -57,8 +57,9 @@ def create_app(server: Server) -> FastAPI:
         reply = Reply("chatcmpl", "chat.completion", body.model)
         if body.stream:
             pieces = server.run_streaming(ids, options, adapter, body.stops)
-            return StreamingResponse(reply.chat_events(pieces, include_usage(body)),
-                                     media_type="text/event-stream")
+            return StreamingResponse(
+                reply.chat_events(pieces, include_usage(body)), media_type="text/event-stream"
+            )
         done = await server.run(ids, options, adapter, body.stops)
         return reply.chat(done)
 
@@ -69,8 +70,9 @@ def create_app(server: Server) -> FastAPI:
         reply = Reply("cmpl", "text_completion", body.model, echo=body.text if body.echo else "")
         if body.stream:
             pieces = server.run_streaming(ids, options, adapter, body.stops)
-            return StreamingResponse(reply.completion_events(pieces, include_usage(body)),
-                                     media_type="text/event-stream")
+            return StreamingResponse(
+                reply.completion_events(pieces, include_usage(body)), media_type="text/event-stream"
+            )
         done = await server.run(ids, options, adapter, body.stops)
         return reply.completion(done)
 
@@ -118,14 +120,18 @@ class _Gate:
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/v1"):
-            headers = {name.decode("latin-1").lower(): value.decode("latin-1")
-                       for name, value in scope["headers"]}
+            headers = {
+                name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]
+            }
             refusal = None
             try:
                 self.server.check_key(headers.get("authorization"))
                 if int(headers.get("content-length") or 0) > MAX_BODY_BYTES:
-                    raise ApiError(413, f"the request body is over {MAX_BODY_BYTES >> 20} MiB; "
-                                   "send a shorter prompt", code="request_too_large")
+                    raise ApiError(
+                        413,
+                        f"the request body is over {MAX_BODY_BYTES >> 20} MiB; send a shorter prompt",
+                        code="request_too_large",
+                    )
             except ApiError as exc:
                 refusal = JSONResponse(exc.body(), status_code=exc.status)
             except ValueError:

@@ -30,8 +30,14 @@ def http_server(server: Server, host: str = "127.0.0.1", port: int = 8000, *, sh
             f"binding {host} makes the server reachable from other machines; set an API key with --api_key "
             "(or OLIVEPRESS_API_KEY), or bind 127.0.0.1"
         )
-    config = uvicorn.Config(create_app(server), host=host, port=port, log_level="warning",
-                            timeout_graceful_shutdown=shutdown_timeout, access_log=False)
+    config = uvicorn.Config(
+        create_app(server),
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=shutdown_timeout,
+        access_log=False,
+    )
     return uvicorn.Server(config)
 
 
@@ -50,12 +56,19 @@ def check_port(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise OlivepressError(f"cannot listen on {host}:{port} ({exc.strerror}); "
-                                  "choose another --port or --host") from None
+            raise OlivepressError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another --port or --host"
+            ) from None
 
 
-def serve(server: Server, host: str = "127.0.0.1", port: int = 8000, *, shutdown_timeout: float = 30.0,
-          on_ready: Callable[[int], None] | None = None) -> None:
+def serve(
+    server: Server,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    shutdown_timeout: float = 30.0,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
     """Serve until SIGINT/SIGTERM; in-flight requests finish before it returns."""
     http = http_server(server, host, port, shutdown_timeout=shutdown_timeout)
     check_port(host, port)
@@ -78,5 +91,6 @@ def serve(server: Server, host: str = "127.0.0.1", port: int = 8000, *, shutdown
     finally:
         server.close()
     if not http.started:
-        raise OlivepressError(f"could not listen on {host}:{port} (is the port in use?); "
-                              "choose another with --port")
+        raise OlivepressError(
+            f"could not listen on {host}:{port} (is the port in use?); choose another with --port"
+        )

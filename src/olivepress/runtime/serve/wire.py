@@ -23,7 +23,8 @@ class _Request(BaseModel):
 
     model: str
     max_tokens: int | None = Field(
-        None, description="Most tokens to generate; default: what fits the context, at most 256.")
+        None, description="Most tokens to generate; default: what fits the context, at most 256."
+    )
     max_completion_tokens: int | None = Field(None, description="The newer OpenAI name for max_tokens.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 or absent: greedy; above 0: sample.")
     top_p: float | None = Field(None, gt=0, le=1)
@@ -110,8 +111,9 @@ class CompletionRequest(_Request):
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
 
 
-def error_body(message: str, *, kind: str = "invalid_request_error", param: str | None = None,
-               code: str | None = None) -> dict[str, Any]:
+def error_body(
+    message: str, *, kind: str = "invalid_request_error", param: str | None = None, code: str | None = None
+) -> dict[str, Any]:
     """The body OpenAI's clients turn into their APIError types."""
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
@@ -119,8 +121,15 @@ def error_body(message: str, *, kind: str = "invalid_request_error", param: str 
 class ApiError(Exception):
     """A request the server refuses, answered with an OpenAI-style error body."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-                 kind: str = "invalid_request_error"):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+    ):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.kind = status, message, code, param, kind
 
@@ -143,8 +152,11 @@ def include_usage(body: ChatCompletionRequest | CompletionRequest) -> bool:
 
 
 def _usage(done: Finished) -> dict[str, int]:
-    return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-            "total_tokens": done.prompt_tokens + done.completion_tokens}
+    return {
+        "prompt_tokens": done.prompt_tokens,
+        "completion_tokens": done.completion_tokens,
+        "total_tokens": done.prompt_tokens + done.completion_tokens,
+    }
 
 
 def _sse(payload: dict[str, Any] | str) -> str:
@@ -162,24 +174,42 @@ class Reply:
         self.echo = echo
 
     def _head(self, kind: str) -> dict[str, Any]:
-        return {"id": self.id, "object": kind, "created": self.created, "model": self.model,
-                "system_fingerprint": None}
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+        }
 
     def chat(self, done: Finished) -> dict[str, Any]:
-        choice = {"index": 0, "message": {"role": "assistant", "content": done.text},
-                  "finish_reason": done.finish_reason, "logprobs": None}
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": done.text},
+            "finish_reason": done.finish_reason,
+            "logprobs": None,
+        }
         return {**self._head(self.kind), "choices": [choice], "usage": _usage(done)}
 
     def completion(self, done: Finished) -> dict[str, Any]:
-        choice = {"index": 0, "text": self.echo + done.text, "finish_reason": done.finish_reason,
-                  "logprobs": None}
+        choice = {
+            "index": 0,
+            "text": self.echo + done.text,
+            "finish_reason": done.finish_reason,
+            "logprobs": None,
+        }
         return {**self._head(self.kind), "choices": [choice], "usage": _usage(done)}
 
-    async def chat_events(self, pieces: AsyncIterator[str | Finished],
-                          include_usage: bool) -> AsyncIterator[str]:
+    async def chat_events(
+        self, pieces: AsyncIterator[str | Finished], include_usage: bool
+    ) -> AsyncIterator[str]:
         kind = "chat.completion.chunk"
-        first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None,
-                 "logprobs": None}
+        first = {
+            "index": 0,
+            "delta": {"role": "assistant", "content": ""},
+            "finish_reason": None,
+            "logprobs": None,
+        }
         yield _sse({**self._head(kind), "choices": [first]})
         async for piece in pieces:
             if isinstance(piece, Finished):
@@ -192,8 +222,9 @@ class Reply:
                 yield _sse({**self._head(kind), "choices": [delta]})
         yield _sse("[DONE]")
 
-    async def completion_events(self, pieces: AsyncIterator[str | Finished],
-                                include_usage: bool) -> AsyncIterator[str]:
+    async def completion_events(
+        self, pieces: AsyncIterator[str | Finished], include_usage: bool
+    ) -> AsyncIterator[str]:
         if self.echo:
             echoed = {"index": 0, "text": self.echo, "finish_reason": None, "logprobs": None}
             yield _sse({**self._head(self.kind), "choices": [echoed]})

@@ -26,23 +26,37 @@ class AdapterPassConfig(PassConfig):
     """Data and training options every adapter method takes."""
 
     train_data_config: str | DataConfig = Field(
-        ..., description="Training data: the name of an entry in data_configs, or a data config written inline."
+        ...,
+        description="Training data: the name of an entry in data_configs, or a data config written inline.",
     )
     eval_data_config: str | DataConfig | None = Field(
-        None, description="Evaluation data (name or inline); default: split off eval_dataset_size of the training data."
+        None,
+        description=(
+            "Evaluation data (name or inline); default: split off eval_dataset_size of the training data."
+        ),
     )
     eval_dataset_size: float | int | None = Field(
-        None, description="Hold this much of the training data out for eval loss: a fraction like 0.1 or a count like 20."
+        None,
+        description=(
+            "Hold this much of the training data out for eval loss: a fraction like 0.1 or a count like 20."
+        ),
     )
     target_modules: list[str] | None = Field(
         None,
-        description="Short names of the Linear layers to adapt, e.g. [q_proj, v_proj]; default: every attention and MLP "
+        description="Short names of the Linear layers to adapt, e.g. "
+        "[q_proj, v_proj]; default: every attention "
+        "and MLP "
         "projection (qkv_proj, o_proj, gate_up_proj, down_proj on Phi-3).",
     )
-    modules_to_save: list[str] | None = Field(None, description="Modules trained in full and saved with the adapter.")
-    training_args: TrainingArgs = Field(default_factory=TrainingArgs, description="Hugging Face TrainingArguments names.")
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained in full and saved with the adapter."
+    )
+    training_args: TrainingArgs = Field(
+        default_factory=TrainingArgs, description="Hugging Face TrainingArguments names."
+    )
     num_processes: int = Field(
-        1, description="Training processes on this machine (data-parallel through torch.distributed: gloo "
+        1,
+        description="Training processes on this machine (data-parallel through torch.distributed: gloo "
         "on CPU, nccl on GPU); the global batch stays per_device_train_batch_size x "
         "gradient_accumulation_steps.",
     )
@@ -66,10 +80,14 @@ class AdapterPassConfig(PassConfig):
         for alias, name in OPTION_ALIASES.items():
             if alias in data and name in cls.model_fields:
                 if name in data and data[name] != data[alias]:
-                    raise OlivepressError(f"'{alias}' and '{name}' are the same option with different values; keep '{name}'")
+                    raise OlivepressError(
+                        f"'{alias}' and '{name}' are the same option with different values; keep '{name}'"
+                    )
                 data[name] = data.pop(alias)
         if isinstance(data.get("target_modules"), str):  # "q_proj,v_proj" as typed on a command line
-            data["target_modules"] = [name.strip() for name in data["target_modules"].split(",") if name.strip()]
+            data["target_modules"] = [
+                name.strip() for name in data["target_modules"].split(",") if name.strip()
+            ]
         return data
 
     @field_validator("num_processes", "nnodes")
@@ -101,7 +119,9 @@ class LowRankConfig(AdapterPassConfig):
     """Rank and scale of a low-rank adapter (the LoRA family)."""
 
     lora_r: int = Field(16, ge=1, description="Rank of the update (also 'r').")
-    lora_alpha: float = Field(32, gt=0, description="Scale: the update is multiplied by lora_alpha / lora_r (also 'alpha').")
+    lora_alpha: float = Field(
+        32, gt=0, description="Scale: the update is multiplied by lora_alpha / lora_r (also 'alpha')."
+    )
 
 
 class LycorisConfig(LowRankConfig):
@@ -109,6 +129,12 @@ class LycorisConfig(LowRankConfig):
     and per whole adapted layer instead of on the adapter's input."""
 
     lora_r: int = Field(8, ge=1, description="Rank of the update's low-rank factors (also 'r').")
-    lora_alpha: float = Field(16, gt=0, description="Scale: the update is multiplied by lora_alpha / lora_r (also 'alpha').")
-    rank_dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on each rank of the update, in training.")
-    module_dropout: float = Field(0.0, ge=0, lt=1, description="Probability of switching a whole adapted layer off in a step.")
+    lora_alpha: float = Field(
+        16, gt=0, description="Scale: the update is multiplied by lora_alpha / lora_r (also 'alpha')."
+    )
+    rank_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout on each rank of the update, in training."
+    )
+    module_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Probability of switching a whole adapted layer off in a step."
+    )

@@ -7,7 +7,8 @@ import re
 from olivepress.errors import OlivepressError
 
 _MISMATCH = re.compile(
-    r"size mismatch for (?P<name>\S+): copying a param with shape (?P<saved>torch\.Size\(\[[^\]]*\]\)) from checkpoint, "
+    r"size mismatch for (?P<name>\S+): copying a param with shape (?P<saved>torch\.Size\(\[[^\]]*\]\)) "
+    r"from checkpoint, "
     r"the shape in current model is (?P<model>torch\.Size\(\[[^\]]*\]\))"
 )
 
@@ -18,13 +19,16 @@ def adapter_mismatch_error(exc: BaseException, adapter_path: str, model_path: st
     found = list(_MISMATCH.finditer(text))
     if not found:
         detail = " ".join(text.split())
-        return OlivepressError(f"the adapter at {adapter_path} does not fit the model at {model_path}: {detail}")
+        return OlivepressError(
+            f"the adapter at {adapter_path} does not fit the model at {model_path}: {detail}"
+        )
     first = found[0]
     name = first["name"].removeprefix("base_model.model.")
     saved, current = (_shape(first[key]) for key in ("saved", "model"))
     more = f" (and {len(found) - 1} more tensors)" if len(found) > 1 else ""
     return OlivepressError(
-        f"the adapter at {adapter_path} was trained on another base model than {model_path}: {name} is {saved} "
+        f"the adapter at {adapter_path} was trained on another base model than {model_path}: {name} is "
+        f"{saved} "
         f"in the adapter but {current} in the model{more}; use the base model the adapter was trained on"
     )
 

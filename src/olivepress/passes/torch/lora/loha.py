@@ -22,8 +22,13 @@ def peft_config(config: Config, targets: list[str]):
     from peft import LoHaConfig
 
     return LoHaConfig(
-        r=config.lora_r, alpha=config.lora_alpha, rank_dropout=config.rank_dropout, module_dropout=config.module_dropout,
-        target_modules=targets, modules_to_save=config.modules_to_save, task_type="CAUSAL_LM",
+        r=config.lora_r,
+        alpha=config.lora_alpha,
+        rank_dropout=config.rank_dropout,
+        module_dropout=config.module_dropout,
+        target_modules=targets,
+        modules_to_save=config.modules_to_save,
+        task_type="CAUSAL_LM",
     )
 
 

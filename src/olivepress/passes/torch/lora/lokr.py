@@ -19,15 +19,22 @@ ACCEPTS = ("hf",)
 class Config(LycorisConfig):
     """LoKr options: rank and alpha (as LoRA's), dropouts, and how the weight is factored."""
 
-    decompose_factor: int = Field(-1, description="Size of the small Kronecker factor; -1: as square as the shape allows.")
+    decompose_factor: int = Field(
+        -1, description="Size of the small Kronecker factor; -1: as square as the shape allows."
+    )
 
 
 def peft_config(config: Config, targets: list[str]):
     from peft import LoKrConfig
 
     return LoKrConfig(
-        r=config.lora_r, alpha=config.lora_alpha, rank_dropout=config.rank_dropout, module_dropout=config.module_dropout,
-        decompose_factor=config.decompose_factor, target_modules=targets, modules_to_save=config.modules_to_save,
+        r=config.lora_r,
+        alpha=config.lora_alpha,
+        rank_dropout=config.rank_dropout,
+        module_dropout=config.module_dropout,
+        decompose_factor=config.decompose_factor,
+        target_modules=targets,
+        modules_to_save=config.modules_to_save,
         task_type="CAUSAL_LM",
     )
 

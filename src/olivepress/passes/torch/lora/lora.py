@@ -25,7 +25,9 @@ class Config(LowRankConfig):
     lora_dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the adapter's input.")
     double_quant: bool | None = Field(
         None,
-        description="QLoRA's option (seed 001 sets it on a LoRA pass): no effect on LoRA, whose base stays float or "
+        description="QLoRA's option (seed 001 sets it on a LoRA pass): no "
+        "effect on LoRA, whose base stays float "
+        "or "
         "on its AWQ/GPTQ grid; a warning says so. Use type QLoRA for a 4-bit NF4 base.",
     )
 
@@ -34,8 +36,14 @@ def peft_config(config: Config, targets: list[str], *, use_dora: bool = False):
     from peft import LoraConfig
 
     return LoraConfig(
-        r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout, target_modules=targets,
-        modules_to_save=config.modules_to_save, use_dora=use_dora, task_type="CAUSAL_LM", bias="none",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets,
+        modules_to_save=config.modules_to_save,
+        use_dora=use_dora,
+        task_type="CAUSAL_LM",
+        bias="none",
     )
 
 
@@ -44,5 +52,8 @@ METHOD = Method("LoRA", peft_config)
 
 def run(model: HfModel, config: Config, out_dir: Path, ctx: PassContext) -> HfModel:
     if config.double_quant:
-        ctx.log.warning("double_quant has no effect on a LoRA pass (the base is not quantized to 4 bits); use type QLoRA for that")
+        ctx.log.warning(
+            "double_quant has no effect on a LoRA pass (the base is not quantized to 4 bits); use type "
+            "QLoRA for that"
+        )
     return train_adapter(model, config, out_dir, ctx, METHOD)

@@ -31,8 +31,12 @@ def train_in_processes(
     _check_devices(processes, ctx)
     threads = threads_per_process(processes.per_node)
     ctx.log.info(
-        "%s on %d processes (%s), %d thread%s each", method.name, processes.world_size,
-        _where(processes), threads, "" if threads == 1 else "s",
+        "%s on %d processes (%s), %d thread%s each",
+        method.name,
+        processes.world_size,
+        _where(processes),
+        threads,
+        "" if threads == 1 else "s",
     )
     with tempfile.TemporaryDirectory(prefix="olivepress-job-") as folder:
         job = Path(folder) / "job.json"
@@ -45,16 +49,18 @@ def train_in_processes(
         result_file = Path(folder) / RESULT
         result = TrainResult(**json.loads(result_file.read_text())) if result_file.is_file() else None
     if result is None:  # process 0 runs on another machine, and writes the adapter there
-        ctx.log.info("This machine's processes finished; node 0 (%s) writes the adapter",
-                     processes.master_addr)
+        ctx.log.info(
+            "This machine's processes finished; node 0 (%s) writes the adapter", processes.master_addr
+        )
         return HfModel(path=model.path, task=model.task, load_kwargs=model.load_kwargs)
     log_summary(ctx, method.name, result)
     adapter = str(out_dir / ADAPTER_DIR)
     return HfModel(path=model.path, adapter_path=adapter, task=model.task, load_kwargs=model.load_kwargs)
 
 
-def _job(model: HfModel, config: AdapterPassConfig, out_dir: Path, ctx: PassContext, method: Method,
-         result: Path) -> dict:
+def _job(
+    model: HfModel, config: AdapterPassConfig, out_dir: Path, ctx: PassContext, method: Method, result: Path
+) -> dict:
     """Everything a worker needs, as JSON: data configs given by name are written out inline."""
     inline = {"train_data_config": ctx.data_config(config.train_data_config)}
     if config.eval_data_config is not None:
@@ -85,7 +91,9 @@ def _check_devices(processes: Processes, ctx: PassContext) -> None:
     elif processes.per_node > available_cores():
         ctx.log.warning(
             "num_processes %d is more than this machine's %d cores: the processes share cores and "
-            "train slower than fewer would", processes.per_node, available_cores(),
+            "train slower than fewer would",
+            processes.per_node,
+            available_cores(),
         )
 
 

@@ -32,10 +32,18 @@ ACCEPTS = ("hf",)
 class Config(lora.Config):
     """QLoRA options: LoRA's, plus how the base is held in 4 bits."""
 
-    double_quant: bool = Field(True, description="Quantize the 4-bit blocks' scales too (saves ~0.4 bit per weight).")
-    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type: nf4 (NormalFloat, for normal weights) or fp4.")
+    double_quant: bool = Field(
+        True, description="Quantize the 4-bit blocks' scales too (saves ~0.4 bit per weight)."
+    )
+    quant_type: Literal["nf4", "fp4"] = Field(
+        "nf4", description="4-bit data type: nf4 (NormalFloat, for normal weights) or fp4."
+    )
     compute_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="Dtype the 4-bit weights are dequantised to for each product; auto: bf16 where the CPU has it, else fp32."
+        "auto",
+        description=(
+            "Dtype the 4-bit weights are dequantised to for each product; auto: bf16 where the CPU has it, "
+            "else fp32."
+        ),
     )
 
 
@@ -46,13 +54,22 @@ def peft_config(config: Config, targets: list[str]):
 def load_4bit_base(model: HfModel, config: Config, ctx: PassContext) -> PreTrainedModel:
     base = load_causal_lm(model)
     compute = _compute_dtype(config)
-    count = quantize_to_4bit(base, quant_type=config.quant_type, double_quant=config.double_quant, compute_dtype=compute)
-    ctx.log.info("Base held in 4 bits: %d Linear layers as %s%s, compute in %s", count, config.quant_type,
-                 " with double quantization" if config.double_quant else "", str(compute).removeprefix("torch."))
+    count = quantize_to_4bit(
+        base, quant_type=config.quant_type, double_quant=config.double_quant, compute_dtype=compute
+    )
+    ctx.log.info(
+        "Base held in 4 bits: %d Linear layers as %s%s, compute in %s",
+        count,
+        config.quant_type,
+        " with double quantization" if config.double_quant else "",
+        str(compute).removeprefix("torch."),
+    )
     return base
 
 
-def quantize_to_4bit(model: PreTrainedModel, *, quant_type: str, double_quant: bool, compute_dtype: torch.dtype) -> int:
+def quantize_to_4bit(
+    model: PreTrainedModel, *, quant_type: str, double_quant: bool, compute_dtype: torch.dtype
+) -> int:
     """Replace every Linear but the output head with a bitsandbytes Linear4bit; returns how many."""
     from torch import nn
 
@@ -64,11 +81,19 @@ def quantize_to_4bit(model: PreTrainedModel, *, quant_type: str, double_quant: b
         if type(module) is not nn.Linear or module is head:
             continue
         layer = bnb.nn.Linear4bit(
-            module.in_features, module.out_features, bias=module.bias is not None, compute_dtype=compute_dtype,
-            compress_statistics=double_quant, quant_type=quant_type, device="meta",
+            module.in_features,
+            module.out_features,
+            bias=module.bias is not None,
+            compute_dtype=compute_dtype,
+            compress_statistics=double_quant,
+            quant_type=quant_type,
+            device="meta",
         )
         layer.weight = bnb.nn.Params4bit(
-            module.weight.data.to("cpu"), requires_grad=False, compress_statistics=double_quant, quant_type=quant_type,
+            module.weight.data.to("cpu"),
+            requires_grad=False,
+            compress_statistics=double_quant,
+            quant_type=quant_type,
         )
         if module.bias is not None:
             layer.bias = nn.Parameter(module.bias.data, requires_grad=False)

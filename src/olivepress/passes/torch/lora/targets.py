@@ -16,6 +16,7 @@ from olivepress.models.families import find_family
 if TYPE_CHECKING:
     from torch import nn
 
+
 def linear_names(model: nn.Module) -> list[str]:
     """Short names of the Linear layers an adapter can go on (the output head excluded)."""
     from torch import nn
@@ -48,8 +49,8 @@ def resolve_targets(model: nn.Module, requested: list[str] | None) -> list[str]:
         if name not in available:
             model_type = getattr(getattr(model, "config", None), "model_type", "this model")
             raise OlivepressError(
-                f"target module '{name}' is not a Linear layer of this {model_type} model{did_you_mean(name, available)}; "
+                f"target module '{name}' is not a Linear layer of this {model_type} "
+                f"model{did_you_mean(name, available)}; "
                 f"its Linear layers are {', '.join(available)} (leave target_modules unset for all of them)"
             )
     return list(requested)
-

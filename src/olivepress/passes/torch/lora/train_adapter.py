@@ -35,7 +35,9 @@ class Method:
 
     name: str
     peft_config: Callable[[Any, list[str]], PeftConfig]
-    load_base: Callable[[HfModel, Any, PassContext], PreTrainedModel] = lambda model, config, ctx: load_causal_lm(model)
+    load_base: Callable[[HfModel, Any, PassContext], PreTrainedModel] = lambda model, config, ctx: (
+        load_causal_lm(model)
+    )
 
 
 @dataclass
@@ -44,7 +46,9 @@ class TrainingData:
     eval: list[dict[str, list[int]]]
 
 
-def train_adapter(model: HfModel, config: AdapterPassConfig, out_dir: Path, ctx: PassContext, method: Method) -> HfModel:
+def train_adapter(
+    model: HfModel, config: AdapterPassConfig, out_dir: Path, ctx: PassContext, method: Method
+) -> HfModel:
     """Train `method`'s adapter on `model`; the adapter goes to `out_dir/adapter`."""
     if model.adapter_path:
         raise OlivepressError(
@@ -69,13 +73,20 @@ def train_adapter(model: HfModel, config: AdapterPassConfig, out_dir: Path, ctx:
 
 def processes_of(config: AdapterPassConfig) -> Processes:
     return Processes(
-        per_node=config.num_processes, nnodes=config.nnodes, node_rank=config.node_rank,
-        master_addr=config.master_addr, master_port=config.master_port,
+        per_node=config.num_processes,
+        nnodes=config.nnodes,
+        node_rank=config.node_rank,
+        master_addr=config.master_addr,
+        master_port=config.master_port,
     )
 
 
 def train_here(
-    model: HfModel, config: AdapterPassConfig, out_dir: Path, ctx: PassContext, method: Method,
+    model: HfModel,
+    config: AdapterPassConfig,
+    out_dir: Path,
+    ctx: PassContext,
+    method: Method,
     world: World | None = None,
 ) -> TrainResult:
     """Load, adapt and train in this process (alone, or as one process of `world`); the first
@@ -100,15 +111,25 @@ def train_here(
     trainable, total = peft_model.get_nb_trainable_parameters()
     ctx.log.info(
         "%s on %s: %s trainable parameters (%.2f%% of %s) in %s",
-        method.name, Path(model.path).name, f"{trainable:,}", 100 * trainable / total, f"{total:,}", ", ".join(targets),
+        method.name,
+        Path(model.path).name,
+        f"{trainable:,}",
+        100 * trainable / total,
+        f"{total:,}",
+        ", ".join(targets),
     )
 
     from olivepress.train.loop import train
 
     adapter_dir = out_dir / ADAPTER_DIR
     result = train(
-        peft_model, data.train, data.eval, args, pad_id=pad_token_id(tokenizer),
-        log_path=adapter_dir / TRAINING_LOG, world=world,
+        peft_model,
+        data.train,
+        data.eval,
+        args,
+        pad_id=pad_token_id(tokenizer),
+        log_path=adapter_dir / TRAINING_LOG,
+        world=world,
     )
     if world.is_main:
         peft_model.save_pretrained(adapter_dir)
@@ -135,10 +156,15 @@ def training_data(
     train = _usable(training_examples(texts, tokenizer, train_config.pre_process_data_config))
     if not train:
         raise OlivepressError(
-            f"data config '{train_config.name}' gives no text to train on (every record renders to an empty text); "
+            f"data config '{train_config.name}' gives no text to train on (every record renders to an "
+            "empty text); "
             "check the text template or field"
         )
-    evaluation = _usable(training_examples(eval_texts, tokenizer, eval_config.pre_process_data_config)) if eval_texts else []
+    evaluation = (
+        _usable(training_examples(eval_texts, tokenizer, eval_config.pre_process_data_config))
+        if eval_texts
+        else []
+    )
     return TrainingData(train=train, eval=evaluation)
 
 
@@ -163,10 +189,21 @@ def _usable(examples: list[dict[str, list[int]]]) -> list[dict[str, list[int]]]:
 
 
 def log_summary(ctx: PassContext, name: str, result: TrainResult) -> None:
-    evals = f"; eval loss {result.eval_loss_before:.4f} -> {result.eval_loss:.4f}" if result.eval_loss_before is not None and result.eval_loss is not None else ""
+    evals = (
+        f"; eval loss {result.eval_loss_before:.4f} -> {result.eval_loss:.4f}"
+        if result.eval_loss_before is not None and result.eval_loss is not None
+        else ""
+    )
     evals = evals or (f"; eval loss {result.eval_loss:.4f}" if result.eval_loss is not None else "")
     ctx.log.info(
         "%s trained: %d steps (%.2f epochs) in %.1f s, %.0f tok/s (%s, %.1f%% padding); train loss %.4f%s",
-        name, result.steps, result.epochs, result.runtime_s, result.tokens_per_s, result.precision,
-        100 * result.padding_fraction, result.train_loss, evals,
+        name,
+        result.steps,
+        result.epochs,
+        result.runtime_s,
+        result.tokens_per_s,
+        result.precision,
+        100 * result.padding_fraction,
+        result.train_loss,
+        evals,
     )
