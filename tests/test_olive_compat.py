@@ -187,3 +187,15 @@ def test_relative_goals_need_the_input_model_evaluated():
     }
     with pytest.raises(OlivepressError, match="evaluate_input_model is false"):
         load_workflow(_workflow(evaluator=evaluator, evaluate_input_model=False))
+
+
+def test_olive_spellings_of_quantizer_options_and_their_contradictions():
+    import pytest
+    from pydantic import ValidationError
+
+    from olivepress.quant.options import QuantOptions
+
+    options = QuantOptions.model_validate({"w_bit": 8, "q_group_size": 64, "lm_head": True})
+    assert (options.bits, options.group_size, options.include_lm_head) == (8, 64, True)
+    with pytest.raises(ValidationError, match="'lm_head' and 'include_lm_head' are the same option"):
+        QuantOptions.model_validate({"lm_head": True, "include_lm_head": False})

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from olivepress.aliases import take_aliases
 from olivepress.data.config import DataConfig
 from olivepress.quant.clip import CLIP_GRID, MAX_SHRINK
 from olivepress.quant.layout import check_bits, check_group_size
@@ -116,17 +117,14 @@ class QuantOptions(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _olive_names(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not any(key in data for key in cls.OLIVE_ALIASES):
-            return data
-        data = dict(data)
-        for alias, name in cls.OLIVE_ALIASES.items():
-            if alias in data:
-                value = data.pop(alias)
-                if name in data and data[name] != value:
-                    raise ValueError(
-                        f"'{alias}' and '{name}' are the same option with different values; keep '{name}'"
-                    )
-                data[name] = value
+        data, found = take_aliases(data, cls.OLIVE_ALIASES)
+        for name, value in found.items():
+            if name in data and data[name] != value:
+                alias = next(a for a, n in cls.OLIVE_ALIASES.items() if n == name)
+                raise ValueError(
+                    f"'{alias}' and '{name}' are the same option with different values; keep '{name}'"
+                )
+            data[name] = value
         return data
 
     @field_validator("bits")

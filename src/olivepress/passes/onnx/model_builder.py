@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from olivepress.aliases import take_aliases
 from olivepress.capture import output_to_file, tail
 from olivepress.errors import OlivepressError
 from olivepress.models.handles import HfModel, OnnxModel
@@ -92,16 +93,14 @@ class Config(PassConfig):
     @model_validator(mode="before")
     @classmethod
     def _olive_options_to_extra_options(cls, data: Any) -> Any:
-        if not isinstance(data, dict) or not any(key in data for key in cls.OLIVE_ALIASES):
+        data, found = take_aliases(data, cls.OLIVE_ALIASES)
+        if not found:
             return data
-        data = dict(data)
         extra = dict(data.get("extra_options") or {})
-        for olive_name, builder_name in cls.OLIVE_ALIASES.items():
-            if olive_name in data:
-                value = data.pop(olive_name)
-                if isinstance(value, list):  # the builder reads lists as "/"- or ","-joined text
-                    value = ("/" if builder_name == "op_types_to_quantize" else ",").join(map(str, value))
-                extra.setdefault(builder_name, value)
+        for builder_name, value in found.items():
+            if isinstance(value, list):  # the builder reads lists as "/"- or ","-joined text
+                value = ("/" if builder_name == "op_types_to_quantize" else ",").join(map(str, value))
+            extra.setdefault(builder_name, value)
         data["extra_options"] = extra
         return data
 

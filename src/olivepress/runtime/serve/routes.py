@@ -53,30 +53,27 @@ def create_app(server: Server) -> FastAPI:
             conversation = body.conversation()
         except ValueError as exc:
             raise ApiError(400, str(exc), param="messages") from exc
-        ids, options = await asyncio.to_thread(server.prepare, conversation, body, True)
         reply = Reply("chatcmpl", "chat.completion", body.model)
-        if body.stream:
-            pieces = server.run_streaming(ids, options, adapter, body.stops)
-            return StreamingResponse(
-                reply.chat_events(pieces, include_usage(body)), media_type="text/event-stream"
-            )
-        done = await server.run(ids, options, adapter, body.stops)
-        return reply.chat(done)
+        return await _answer(server, body, conversation, adapter, reply, chat=True)
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest):
         adapter = server.adapter_for(body.model)
-        ids, options = await asyncio.to_thread(server.prepare, body.text, body, False)
         reply = Reply("cmpl", "text_completion", body.model, echo=body.text if body.echo else "")
-        if body.stream:
-            pieces = server.run_streaming(ids, options, adapter, body.stops)
-            return StreamingResponse(
-                reply.completion_events(pieces, include_usage(body)), media_type="text/event-stream"
-            )
-        done = await server.run(ids, options, adapter, body.stops)
-        return reply.completion(done)
+        return await _answer(server, body, body.text, adapter, reply, chat=False)
 
     return app
+
+
+async def _answer(server, body, prompt, adapter, reply: Reply, *, chat: bool):
+    """One request run to its answer: server-sent events when it asks to stream, else one body."""
+    ids, options = await asyncio.to_thread(server.prepare, prompt, body, chat)
+    if body.stream:
+        pieces = server.run_streaming(ids, options, adapter, body.stops)
+        events = reply.chat_events if chat else reply.completion_events
+        return StreamingResponse(events(pieces, include_usage(body)), media_type="text/event-stream")
+    done = await server.run(ids, options, adapter, body.stops)
+    return reply.chat(done) if chat else reply.completion(done)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
