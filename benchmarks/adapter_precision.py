@@ -19,12 +19,10 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_table, write_result  # noqa: E402
-from auto_opt import TEMPLATE, TRAVEL, decode_tokens_per_s, olivepress, run_lab  # noqa: E402
+from _common import print_table, write_result
+from auto_opt import TEMPLATE, TRAVEL, decode_tokens_per_s, olivepress, run_lab
 
 PRECISIONS = ("fp32", "fp16", "int8", "int4")
 SAMPLES = 32  # the data set's last rows

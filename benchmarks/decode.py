@@ -33,13 +33,14 @@ import time
 from pathlib import Path
 
 from _common import print_table, write_result
+from adapter_precision import PRECISIONS
+from adapter_precision import build as build_at_precision
 from auto_opt import olivepress, peak_rss_mb, run_lab
 
 ROOT = Path(__file__).resolve().parents[1]
 FETCH = ROOT.parent / "shared" / "models" / "fetch.sh"
 LLAMA_VENV = Path(__file__).parent / ".llama-venv"
 DECODE_PROMPT = "What should I pack for a week in Iceland in winter?"
-ADAPTER_PRECISIONS = ("fp32", "fp16", "int8", "int4")
 
 
 def llama_python(given: Path | None) -> Path:
@@ -125,26 +126,7 @@ def build_smollm2(work: Path) -> tuple[Path, dict[str, Path]]:
     from olivepress.models.default import embedded_gguf_file
 
     run_lab(work)
-    builds = {"fp32": work / "onnx-ao"}
-    for precision in ADAPTER_PRECISIONS[1:]:
-        out = work / f"onnx-{precision}"
-        if not (out / ".olivepress-output").is_file():
-            olivepress(
-                "auto-opt",
-                "-m",
-                str(work / "ft" / "model"),
-                "--adapter_path",
-                str(work / "ft" / "adapter"),
-                "--adapter_precision",
-                precision,
-                "--use_ort_genai",
-                "-o",
-                str(out),
-                "--cache_dir",
-                str(work / "cache"),
-            )
-        builds[precision] = out
-    return embedded_gguf_file(), builds
+    return embedded_gguf_file(), {precision: build_at_precision(work, precision) for precision in PRECISIONS}
 
 
 def build_qwen(work: Path) -> tuple[Path, dict[str, Path]]:

@@ -52,6 +52,12 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def add_adapter_flag(parser: argparse.ArgumentParser, help: str) -> None:
+    """The repeatable `--adapter NAME=FILE` (an .onnx_adapter under a name) of generate, chat,
+    serve and package; `help` says what the command does with it."""
+    parser.add_argument("--adapter", action="append", default=[], metavar="NAME=FILE", help=help)
+
+
 def add_logging_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("output")
     group.add_argument(

@@ -11,18 +11,17 @@ HELP = (
 
 def add_search_flags(parser: argparse.ArgumentParser) -> None:
     """Model, adapter and search flags shared by generate and chat."""
+    from olivepress.cli.common import add_adapter_flag
+
     parser.add_argument(
         "-m",
         "--model",
         required=True,
         help="ORT GenAI folder, olivepress output folder, package archive, or models:/NAME/VERSION.",
     )
-    parser.add_argument(
-        "--adapter",
-        action="append",
-        default=[],
-        metavar="NAME=FILE",
-        help=(
+    add_adapter_flag(
+        parser,
+        (
             "Load an .onnx_adapter under NAME (repeatable); adapters listed in the model's adapters.json "
             "load by themselves."
         ),

@@ -17,7 +17,7 @@ what register uploads. A name ending in .gz is gzip-compressed.
 
 
 def add_parser(commands) -> None:
-    from olivepress.cli.common import add_logging_flags
+    from olivepress.cli.common import add_adapter_flag, add_logging_flags
 
     parser = commands.add_parser("package", help=HELP, description=HELP, epilog=EPILOG)
     parser.add_argument("path", help="The output folder (what auto-opt or run wrote).")
@@ -28,14 +28,9 @@ def add_parser(commands) -> None:
     )
     parser.add_argument("--name", help="Model name in the manifest (default: the folder's name).")
     parser.add_argument("--version", default="1", help="Version in the manifest (default 1).")
-    parser.add_argument(
-        "--adapter",
-        action="append",
-        default=[],
-        metavar="NAME=FILE",
-        help=(
-            "Pack an extra .onnx_adapter under NAME (repeatable); the model's own adapters are always packed."
-        ),
+    add_adapter_flag(
+        parser,
+        ("Pack an extra .onnx_adapter under NAME (repeatable); the model's own adapters are always packed."),
     )
     add_logging_flags(parser)
     parser.set_defaults(execute=execute)

@@ -25,7 +25,7 @@ picks the adapter: the base model's id (see GET /v1/models) or an adapter's name
 
 
 def add_parser(commands) -> None:
-    from olivepress.cli.common import add_logging_flags
+    from olivepress.cli.common import add_adapter_flag, add_logging_flags
 
     parser = commands.add_parser("serve", help=HELP, description=HELP, epilog=EPILOG)
     parser.add_argument(
@@ -34,12 +34,9 @@ def add_parser(commands) -> None:
         required=True,
         help="Model folder, package archive, or models:/NAME/VERSION from the registry.",
     )
-    parser.add_argument(
-        "--adapter",
-        action="append",
-        default=[],
-        metavar="NAME=FILE",
-        help=(
+    add_adapter_flag(
+        parser,
+        (
             "Serve an .onnx_adapter as model NAME (repeatable); adapters in the model's adapters.json are "
             "served too."
         ),
