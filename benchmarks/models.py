@@ -3,10 +3,12 @@
 Per model (`default` is the embedded SmolLM2-135M-Instruct; the others are GGUF files that
 `../shared/models/fetch.sh NAME` downloads, looked for in ~/.cache/olivepress-models):
 
-1. the lab's commands, each in a fresh process, timed, with the process's peak memory:
-   quantize RTN, AWQ, GPTQ (4 bits, default options) -> finetune LoRA on the AWQ checkpoint
-   (the seed's travel data, `--max_steps` steps, 10% held out) -> auto-opt with the adapter
-   (int4 ORT GenAI, CPU);
+1. the seed's commands as written (only the model paths and `olivepress` for `olive`), each in
+   a fresh process, timed, with the process's peak memory: quantize RTN, AWQ, GPTQ (4 bits,
+   default options) -> finetune LoRA on the AWQ checkpoint (the seed's travel data and text
+   template, `--max_steps` steps; `--eval_split 0.1` added for the losses below) -> auto-opt
+   with the adapter (int4 ORT GenAI, CPU) -> generate the seed's Chicago question with the
+   adapter off and on;
 2. perplexity on the held-out prose shipped with olivepress (`heldout_names()[0]`) of the
    fp32 model, the three checkpoints (as PyTorch loads them) and the final int4 ONNX model
    (no adapter), same windows for all;
@@ -35,7 +37,11 @@ from _common import print_table, write_result  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 TRAVEL = ROOT.parent / "shared" / "data" / "travel" / "data_sample_travel.jsonl"
 GGUF_CACHE = Path.home() / ".cache" / "olivepress-models"
-PLAIN_TEMPLATE = "Question: {prompt}\nAnswer: {response}"
+# The seed's finetune template and its app.py prompt, verbatim (Phi-3's chat markers): the lab
+# as a user copies it, whatever the model's own chat template is.
+SEED_TEMPLATE = "<|user|>\n{prompt}<|end|>\n<|assistant|>\n{response}<|end|>"
+SEED_QUESTION = "what is the best thing to see in chicago"
+ANSWER_TOKENS = 60
 PPL_SEQ_LEN = 256
 PPL_TOKENS = 2048  # the first tokens of the held-out text: enough to rank, quick on 2 cores
 DECODE_TOKENS = 64
@@ -68,27 +74,57 @@ def olivepress(*args: str) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
-def has_chat_template(folder: Path) -> bool:
-    config = folder / "tokenizer_config.json"
-    return (folder / "chat_template.jinja").is_file() or (
-        config.is_file() and "chat_template" in json.loads(config.read_text())
+def generate(onnx: Path, active: str) -> str:
+    """The seed's step 4 through `olivepress generate`: the answer text, greedy."""
+    prompt = SEED_TEMPLATE.split("{response}")[0].format(prompt=SEED_QUESTION)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    command = ["generate", "-m", str(onnx), "--raw", "-p", prompt, "--active", active]
+    done = subprocess.run(
+        [sys.executable, "-m", "olivepress", *command, "--max_new_tokens", str(ANSWER_TOKENS)],
+        env=env,
+        capture_output=True,
+        text=True,
     )
+    if done.returncode != 0:
+        raise SystemExit(f"olivepress generate failed:\n{done.stderr[-3000:]}")
+    return done.stdout.strip()
+
+
+class Steps:
+    """Each step's (seconds, peak MB), kept in the work folder so that a re-run skips finished steps."""
+
+    def __init__(self, work: Path) -> None:
+        self.file = work / "steps.json"
+        self.done = json.loads(self.file.read_text()) if self.file.is_file() else {}
+
+    def run(self, step: str, *args: str) -> None:
+        if step not in self.done:
+            self.done[step] = olivepress(*args)
+            self.file.write_text(json.dumps(self.done, indent=1))
 
 
 def run_lab(name: str, work: Path, max_steps: int) -> dict:
     """The lab's commands for one model; returns times, peak memory and the output folders."""
-    cache = ["--cache_dir", str(work / "cache"), "--log_level", "3"]
-    steps, folders = {}, {}
+    work.mkdir(parents=True, exist_ok=True)
+    cache = ["--cache_dir", str(work / "cache"), "--log_level", "1"]
+    steps, folders = Steps(work), {}
     source = source_of(name)
     for algorithm in ("rtn", "awq", "gptq"):
         out = work / algorithm
-        steps[f"quantize {algorithm}"] = olivepress(
-            "quantize", "-m", source, "--algorithm", algorithm, "-o", str(out), *cache
+        steps.run(
+            f"quantize {algorithm}",
+            "quantize",
+            "-m",
+            source,
+            "--algorithm",
+            algorithm,
+            "-o",
+            str(out),
+            *cache,
         )
         folders[algorithm] = out / "model"
-    chat = has_chat_template(folders["awq"])
-    data = ["--use_chat_template"] if chat else ["--text_template", PLAIN_TEMPLATE]
-    steps["finetune lora"] = olivepress(
+    steps.run(
+        "finetune lora",
         "finetune",
         "--method",
         "lora",
@@ -96,7 +132,10 @@ def run_lab(name: str, work: Path, max_steps: int) -> dict:
         str(folders["awq"]),
         "--data_files",
         str(TRAVEL),
-        *data,
+        "--data_name",
+        "json",
+        "--text_template",
+        SEED_TEMPLATE,
         "--eval_split",
         "0.1",
         "--max_steps",
@@ -105,25 +144,31 @@ def run_lab(name: str, work: Path, max_steps: int) -> dict:
         str(work / "ft"),
         *cache,
     )
-    steps["auto-opt"] = olivepress(
+    steps.run(
+        "auto-opt",
         "auto-opt",
         "-m",
         str(work / "ft" / "model"),
         "--adapter_path",
         str(work / "ft" / "adapter"),
-        "--use_ort_genai",
         "--device",
         "cpu",
+        "--provider",
+        "CPUExecutionProvider",
+        "--use_ort_genai",
         "-o",
-        str(work / "onnx"),
+        str(work / "onnx-ao"),
         *cache,
     )
+    onnx = work / "onnx-ao"
+    answers = {"adapter off": generate(onnx, "base"), "adapter on": generate(onnx, "default")}
     return {
-        "steps": steps,
+        "steps": steps.done,
         "folders": folders,
         "source": source,
         "adapter": work / "ft" / "adapter",
-        "onnx": work / "onnx" / "model",
+        "onnx": onnx / "model",
+        "answers": answers,
     }
 
 
@@ -219,6 +264,7 @@ def main() -> None:
                 "eval_loss_after": after,
                 "decode_tokens_per_s": decode_speed(lab["onnx"]),
                 "onnx_mb": folder_mb(lab["onnx"]),
+                "answers": lab["answers"],
             }
 
     step_names = list(next(iter(results.values()))["steps"])
@@ -256,6 +302,10 @@ def main() -> None:
             for name, r in results.items()
         ],
     )
+    for name, r in results.items():
+        off, on = r["answers"]["adapter off"], r["answers"]["adapter on"]
+        print(f"\n{name}: {SEED_QUESTION!r} (greedy, {ANSWER_TOKENS} tokens); differ: {off != on}")
+        print(f"  adapter off: {off!r}\n  adapter on:  {on!r}")
     write_result("models", {"max_steps": args.max_steps, "models": results})
 
 

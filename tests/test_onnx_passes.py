@@ -21,6 +21,7 @@ from olivepress.passes.base import PassContext
 from olivepress.passes.onnx import (
     export,
     fp16,
+    quantize_hqq,
     quantize_int4,
     quantize_int8_dynamic,
     quantize_int8_static,
@@ -216,6 +217,62 @@ def test_int4_makes_matmulnbits_and_stays_close(tiny_onnx, tiny_feeds, tmp_path)
     assert "MatMulNBits" in op_types(handle)
     cosine = pooled_cosine(
         onnx_hidden(handle, tiny_feeds), onnx_hidden(tiny_onnx, tiny_feeds), tiny_feeds["attention_mask"]
+    )
+    assert cosine.min() > 0.95
+
+
+def dequantized_weights(handle: OnnxModel) -> dict[str, np.ndarray]:
+    """Each MatMulNBits weight back in float, [K, N], keyed by the node's name."""
+    model = onnx.load(str(Path(handle.path) / "model.onnx"))
+    tensors = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    weights = {}
+    for node in model.graph.node:
+        if node.op_type != "MatMulNBits":
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        n, k, block = attrs["N"], attrs["K"], attrs["block_size"]
+        packed = tensors[node.input[1]].reshape(n, -1)
+        levels = np.stack([packed & 0x0F, packed >> 4], axis=-1).reshape(n, -1, block).astype(np.float32)
+        scales = tensors[node.input[2]].reshape(n, -1, 1)
+        zeros = tensors[node.input[3]].reshape(n, -1)
+        if zeros.dtype == np.uint8:  # round-to-nearest's integer zero points, two to a byte
+            zeros = np.stack([zeros & 0x0F, zeros >> 4], axis=-1).reshape(n, -1)[:, : levels.shape[1]]
+        zeros = zeros.reshape(n, -1, 1).astype(np.float32)
+        weights[node.name] = ((levels - zeros) * scales).reshape(n, -1)[:, :k].T
+        assert attrs.get("accuracy_level") == 4
+    return weights
+
+
+def float_weights(handle: OnnxModel) -> dict[str, np.ndarray]:
+    model = onnx.load(str(Path(handle.path) / "model.onnx"))
+    tensors = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    return {
+        node.name: tensors[node.input[1]]
+        for node in model.graph.node
+        if node.op_type == "MatMul" and node.input[1] in tensors
+    }
+
+
+def test_hqq_int4_fits_the_weights_at_least_as_well_as_round_to_nearest(tiny_onnx, tiny_feeds, tmp_path):
+    hqq = run_pass(quantize_hqq, tiny_onnx, tmp_path, "hqq", block_size=32, accuracy_level=4)
+    rtn = run_pass(
+        quantize_int4, tiny_onnx, tmp_path, "rtn", block_size=32, accuracy_level=4, is_symmetric=False
+    )
+    model = onnx.load(str(Path(hqq.path) / "model.onnx"))
+    zero_points = [i for i in model.graph.initializer if i.name.endswith("_zero_points")]
+    assert zero_points and all(z.data_type == onnx.TensorProto.FLOAT for z in zero_points)  # HQQ's zeros
+    original = {
+        name.removesuffix("_Q4"): weight
+        for name, weight in float_weights(tiny_onnx).items()
+        if weight.ndim == 2 and weight.shape[0] % 32 == 0
+    }
+    hqq_weights, rtn_weights = dequantized_weights(hqq), dequantized_weights(rtn)
+    assert len(hqq_weights) == len(rtn_weights) > 0
+    hqq_error = np.mean([np.abs(w - original[n.removesuffix("_Q4")]).mean() for n, w in hqq_weights.items()])
+    rtn_error = np.mean([np.abs(w - original[n.removesuffix("_Q4")]).mean() for n, w in rtn_weights.items()])
+    assert hqq_error < rtn_error, (hqq_error, rtn_error)
+    cosine = pooled_cosine(
+        onnx_hidden(hqq, tiny_feeds), onnx_hidden(tiny_onnx, tiny_feeds), tiny_feeds["attention_mask"]
     )
     assert cosine.min() > 0.95
 

@@ -45,6 +45,7 @@ PASSES: tuple[PassSpec, ...] = (
     PassSpec(
         "OnnxMatMul4Quantizer", "olivepress.passes.onnx.quantize_int4", ("OnnxBlockWiseRtnQuantization",)
     ),
+    PassSpec("OnnxHqqQuantization", "olivepress.passes.onnx.quantize_hqq"),
     PassSpec("OnnxFloatToFloat16", "olivepress.passes.onnx.fp16"),
     PassSpec("GraphSurgeries", "olivepress.passes.onnx.graph_surgeries"),
     PassSpec("LoRA", "olivepress.passes.torch.lora.lora", command="finetune"),

@@ -313,9 +313,6 @@ REFUSED_PASSES: dict[str, str] = {
         "bitsandbytes 4-bit ONNX weights run on CUDA only; use OnnxMatMul4Quantizer or ModelBuilder int4"
     ),
     "OnnxKQuantQuantization": "not implemented; use ModelBuilder int4 (or GPTQ / AWQ before it)",
-    "OnnxHqqQuantization": (
-        "HQQ is not implemented; use GPTQ or AWQ before ModelBuilder, or OnnxMatMul4Quantizer"
-    ),
     "KQuant": "not implemented; use GPTQ or AWQ",
     "MatMulNBitsToQDQ": "olivepress keeps MatMulNBits (what ONNX Runtime's CPU and CUDA kernels run)",
     "AutoClip": "olivepress's AWQ and GPTQ search clipping ranges themselves (their clip option)",

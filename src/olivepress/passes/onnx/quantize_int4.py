@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
 
@@ -28,15 +28,20 @@ from olivepress.passes.onnx.model_files import (
     write_model,
 )
 
+if TYPE_CHECKING:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import WeightOnlyQuantConfig
+
 VERSION = 1
 ACCEPTS = ("onnx",)
 
 
-class Config(OnnxOutputConfig):
+class BlockConfig(OnnxOutputConfig):
+    """The options every MatMulNBits weight quantizer takes (Olive's names)."""
+
     block_size: int = Field(
         32, description="Input rows per scale: a power of two, 16 or more (32, 64, 128, ...)."
     )
-    is_symmetric: bool = Field(True, description="Symmetric grid without zero points.")
     accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
         None,
         description="MatMulNBits compute precision: 1 fp32, 2 fp16, 3 bf16, 4 int8; default: onnxruntime's.",
@@ -45,12 +50,6 @@ class Config(OnnxOutputConfig):
         default_factory=list, description="MatMul nodes (by name) to leave in float."
     )
     nodes_to_include: list[str] | None = Field(None, description="Quantize only these nodes (by name).")
-    op_types_to_quantize: list[Literal["MatMul", "Gather"]] | None = Field(
-        None, description="Op types to quantize: MatMul (default), Gather (embedding tables, QOperator only)."
-    )
-    quant_format: Literal["QOperator", "QDQ"] = Field(
-        "QOperator", description="QOperator: MatMulNBits; QDQ: DequantizeLinear + MatMul."
-    )
 
     @field_validator("block_size")
     @classmethod
@@ -62,12 +61,19 @@ class Config(OnnxOutputConfig):
         return value
 
 
+class Config(BlockConfig):
+    is_symmetric: bool = Field(True, description="Symmetric grid without zero points.")
+    op_types_to_quantize: list[Literal["MatMul", "Gather"]] | None = Field(
+        None, description="Op types to quantize: MatMul (default), Gather (embedding tables, QOperator only)."
+    )
+    quant_format: Literal["QOperator", "QDQ"] = Field(
+        "QOperator", description="QOperator: MatMulNBits; QDQ: DequantizeLinear + MatMul."
+    )
+
+
 def run(model: OnnxModel, config: Config, out_dir: Path, ctx: PassContext) -> OnnxModel:
     from onnxruntime.quantization import QuantFormat
-    from onnxruntime.quantization.matmul_nbits_quantizer import (
-        DefaultWeightOnlyQuantConfig,
-        MatMulNBitsQuantizer,
-    )
+    from onnxruntime.quantization.matmul_nbits_quantizer import DefaultWeightOnlyQuantConfig
 
     source = onnx_file(model, "OnnxMatMul4Quantizer")
     onnx_model = load_model(source)
@@ -76,18 +82,50 @@ def run(model: OnnxModel, config: Config, out_dir: Path, ctx: PassContext) -> On
             f"int4 QDQ needs opset 21 or newer, and {source.name} uses {_default_opset(onnx_model)}; "
             "use quant_format QOperator (MatMulNBits), or export with target_opset 21"
         )
-    op_types = tuple(config.op_types_to_quantize or ["MatMul"])
     algorithm = DefaultWeightOnlyQuantConfig(
         block_size=config.block_size,
         is_symmetric=config.is_symmetric,
         accuracy_level=config.accuracy_level,
         quant_format=QuantFormat[config.quant_format],
-        op_types_to_quantize=op_types,
+        op_types_to_quantize=tuple(config.op_types_to_quantize or ["MatMul"]),
     )
+    grid = "symmetric" if config.is_symmetric else "asymmetric"
+    quantized = quantize_matmuls(
+        onnx_model,
+        algorithm,
+        config,
+        ctx,
+        pass_name="OnnxMatMul4Quantizer",
+        label=f"int4 (block {config.block_size}, {grid})",
+    )
+    set_metadata(
+        quantized, quantization=f"int4 block {config.block_size} {'sym' if config.is_symmetric else 'asym'}"
+    )
+    return write_model(quantized, out_dir, config, source=model, file_name=source.name)
+
+
+def quantize_matmuls(
+    onnx_model: onnx.ModelProto,
+    algorithm: WeightOnlyQuantConfig,
+    config: BlockConfig,
+    ctx: PassContext,
+    *,
+    pass_name: str,
+    label: str,
+) -> onnx.ModelProto:
+    """Run onnxruntime's MatMulNBitsQuantizer with `algorithm` over the MatMuls `config` selects.
+
+    Shared by the RTN (default) and HQQ passes, whose configs share the block, accuracy and node
+    options; an `accuracy_level` is set on every MatMulNBits, since onnxruntime's HQQ does not.
+    """
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    symmetric = isinstance(config, Config) and config.is_symmetric
+    qdq = isinstance(config, Config) and config.quant_format == "QDQ"
     quantizer = MatMulNBitsQuantizer(
         onnx_model,
         block_size=config.block_size,
-        is_symmetric=config.is_symmetric,
+        is_symmetric=symmetric,
         accuracy_level=config.accuracy_level,
         nodes_to_exclude=list(config.nodes_to_exclude),
         nodes_to_include=config.nodes_to_include,
@@ -96,28 +134,32 @@ def run(model: OnnxModel, config: Config, out_dir: Path, ctx: PassContext) -> On
     with quiet_loggers("", "onnxruntime", level=logging.ERROR):
         quantizer.process()
     quantized = quantizer.model.model
+    if config.accuracy_level is not None:
+        for node in quantized.graph.node:
+            if node.op_type == "MatMulNBits":
+                _set_int_attribute(node, "accuracy_level", config.accuracy_level)
     counts = Counter(node.op_type for node in quantized.graph.node)
-    made = (
-        counts["MatMulNBits"]
-        + counts["GatherBlockQuantized"]
-        + (counts["DequantizeLinear"] if config.quant_format == "QDQ" else 0)
-    )
+    made = counts["MatMulNBits"] + counts["GatherBlockQuantized"] + (counts["DequantizeLinear"] if qdq else 0)
     if not made:
         raise OlivepressError(
-            f"OnnxMatMul4Quantizer found no MatMul with a constant weight to quantize in {source.name} "
+            f"{pass_name} found no MatMul with a constant weight to quantize "
             "(or all were excluded); check nodes_to_exclude / nodes_to_include, or drop the pass"
         )
     ctx.log.info(
-        "int4 (block %d, %s): MatMulNBits x%d%s",
-        config.block_size,
-        "symmetric" if config.is_symmetric else "asymmetric",
+        "%s: MatMulNBits x%d%s",
+        label,
         counts["MatMulNBits"],
         f", GatherBlockQuantized x{counts['GatherBlockQuantized']}" if counts["GatherBlockQuantized"] else "",
     )
-    set_metadata(
-        quantized, quantization=f"int4 block {config.block_size} {'sym' if config.is_symmetric else 'asym'}"
-    )
-    return write_model(quantized, out_dir, config, source=model, file_name=source.name)
+    return quantized
+
+
+def _set_int_attribute(node: onnx.NodeProto, name: str, value: int) -> None:
+    import onnx
+
+    kept = [a for a in node.attribute if a.name != name]
+    del node.attribute[:]
+    node.attribute.extend([*kept, onnx.helper.make_attribute(name, value)])
 
 
 def _default_opset(model) -> int:
