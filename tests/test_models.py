@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from olivepress.errors import OlivepressError
@@ -59,6 +60,29 @@ def test_hub_id_in_the_local_cache(tmp_path, tiny_llama_dir, monkeypatch):
 def test_missing_gguf_file(tmp_path):
     with pytest.raises(OlivepressError, match="GGUF file .*missing.gguf does not exist"):
         resolve_model(str(tmp_path / "missing.gguf"))
+
+
+def test_a_gguf_of_an_architecture_transformers_cannot_read_is_one_line(tmp_path, monkeypatch):
+    import gguf
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = tmp_path / "rwkv.gguf"
+    writer = gguf.GGUFWriter(str(path), "rwkv7")  # a real llama.cpp architecture transformers lacks
+    writer.add_block_count(1)
+    writer.add_embedding_length(8)
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(["a", "b", "c"])
+    writer.add_token_types([1, 1, 1])
+    writer.add_token_merges(["a b"])
+    writer.add_tensor("token_embd.weight", np.zeros((3, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    with pytest.raises(OlivepressError, match=r"cannot read .*rwkv.gguf as a GGUF model \(.*rwkv7") as caught:
+        resolve_model(str(path))
+    assert "\n" not in str(caught.value)
+    assert not list((tmp_path / "cache").rglob("config.json"))  # no half-converted folder kept
 
 
 def test_onnx_folder(tmp_path):
