@@ -85,6 +85,27 @@ def test_cpu_int4_recipe_runs_unchanged_to_a_tied_8bit_embedding_model(tiny_llam
     parity = check_parity(model_dir, HfModel(path=rtn_path), sample_tokens=2).variants[0]
     assert parity.top1_agreement == 1.0 and parity.max_abs_diff < 0.05
 
+    # The _with_eval twin, its lm-eval task swapped for the shipped offline one: the passes come
+    # from the cache, and its LMEvaluator scores the output model.
+    with_eval = json.loads((RECIPES / "cpu_int4_with_eval.json").read_text())
+    assert with_eval["passes"] == recipe["passes"]
+    with_eval["input_model"]["model_path"] = str(tiny_llama_dir)
+    with_eval["evaluators"]["mmlu"]["tasks"] = ["olivepress_travel_mc"]
+    (tmp_path / "with_eval.json").write_text(json.dumps(with_eval))
+    result = subprocess.run(
+        [sys.executable, "-m", "olivepress", "run", "--config", "with_eval.json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    footprint = json.loads((tmp_path / "model_cpu_int4" / "footprint.json").read_text())
+    metrics = footprint["evaluations"][0]["candidates"][0]["metrics"]
+    assert 0 <= metrics["olivepress_travel_mc.acc"]["value"] <= 1
+    assert "input_metrics" not in footprint or not footprint["input_metrics"]  # evaluate_input_model: false
+
 
 def test_k_quant_mixed_promotes_lm_head_and_the_first_layers_qkv_and_down_proj(tiny_llama_dir, tmp_path):
     from olivepress.passes.torch import selective_mixed_precision as smp
