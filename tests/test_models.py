@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from olivepress.errors import OlivepressError
+from olivepress.models import gguf as gguf_input
 from olivepress.models.fingerprint import file_digest, folder_fingerprint
 from olivepress.models.handles import HfModel, OnnxModel
 from olivepress.models.resolve import resolve_model
@@ -126,3 +128,69 @@ def test_an_olivepress_output_folder_stands_for_its_model(tmp_path, tiny_llama_d
     run(config, summary=False)
     handle = resolve_model(str(out))
     assert isinstance(handle, OnnxModel) and handle.path == str(out / "model")
+
+
+def _two_copy_gguf(path: Path, head: np.ndarray, embeddings: np.ndarray) -> Path:
+    """A GGUF holding lm_head in Q8_0 and the embeddings in Q5_0 (only the tensors are read)."""
+    import gguf
+    from gguf.quants import quantize
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    for name, matrix, kind in (
+        ("output.weight", head, gguf.GGMLQuantizationType.Q8_0),
+        ("token_embd.weight", embeddings, gguf.GGMLQuantizationType.Q5_0),
+    ):
+        writer.add_tensor(name, quantize(matrix, kind), raw_dtype=kind)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _untied_tiny_llama():
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config)
+
+
+def test_a_gguf_holding_one_matrix_twice_converts_to_a_tied_model_with_the_finer_copy(tmp_path):
+    import torch
+    from safetensors import safe_open
+
+    model = _untied_tiny_llama()
+    with torch.no_grad():  # two copies of one matrix, a few percent apart as quantization leaves them
+        shared = torch.randn(64, 64)
+        model.lm_head.weight.copy_(shared)
+        model.get_input_embeddings().weight.copy_(shared + 0.03 * torch.randn(64, 64))
+    head = model.lm_head.weight.detach().clone()
+    gguf_file = _two_copy_gguf(tmp_path / "m.gguf", head.numpy(), shared.numpy())
+    gguf_input._tie_copies_of_one_matrix(model, gguf_file)
+    assert model.config.tie_word_embeddings
+    assert torch.equal(model.get_input_embeddings().weight, head)  # output.weight, Q8_0, is the finer
+    model.save_pretrained(tmp_path / "saved")
+    with safe_open(str(tmp_path / "saved" / "model.safetensors"), "pt") as saved:
+        assert "lm_head.weight" not in set(saved.keys())  # stored once
+
+
+def test_an_untied_models_different_head_stays_untied(tmp_path):
+    import torch
+
+    model = _untied_tiny_llama()
+    before = model.lm_head.weight.detach().clone()
+    gguf_file = _two_copy_gguf(
+        tmp_path / "m.gguf", before.numpy(), model.get_input_embeddings().weight.detach().numpy()
+    )
+    gguf_input._tie_copies_of_one_matrix(model, gguf_file)
+    assert not model.config.tie_word_embeddings
+    assert torch.equal(model.lm_head.weight, before)
