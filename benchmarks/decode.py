@@ -174,6 +174,8 @@ def measure_model(name: str, work: Path, python: Path, args: argparse.Namespace)
             if model.adapter_names
         }
     )
+    for label, folder in args.extra.get(name, {}).items():  # other builds of the same GGUF
+        variants[f"olivepress, {label}"] = (GenAIModel(folder), None)
 
     llama = LlamaWorker(python, gguf, args.threads, len(prefill_ids) + args.new_tokens + 8)
     rows: dict[str, list[dict[str, float]]] = {"llama.cpp": [], **{v: [] for v in variants}}
@@ -230,7 +232,22 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--prefill-tokens", type=int, default=256)
+    parser.add_argument(
+        "--extra",
+        action="append",
+        default=[],
+        metavar="MODEL:LABEL=FOLDER",
+        help="Also time this ORT GenAI folder (built from MODEL's GGUF, e.g. by Olive's recipe) as LABEL.",
+    )
     args = parser.parse_args()
+    extras: dict[str, dict[str, Path]] = {}
+    for spec in args.extra:
+        model, _, rest = spec.partition(":")
+        label, _, folder = rest.partition("=")
+        if not (label and Path(folder, "genai_config.json").is_file()):
+            raise SystemExit(f"--extra {spec!r}: expected MODEL:LABEL=FOLDER with an ORT GenAI folder")
+        extras.setdefault(model, {})[label] = Path(folder)
+    args.extra = extras
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     names = [name.strip() for name in args.models.split(",") if name.strip()]
     unknown = [name for name in names if name not in BUILDERS]
