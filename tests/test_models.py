@@ -152,16 +152,9 @@ def _untied_tiny_llama():
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=64,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        tie_word_embeddings=False,
-    )
     torch.manual_seed(0)
-    return LlamaForCausalLM(config)
+    shape = {"hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    return LlamaForCausalLM(LlamaConfig(vocab_size=64, tie_word_embeddings=False, **shape))
 
 
 def test_a_gguf_holding_one_matrix_twice_converts_to_a_tied_model_with_the_finer_copy(tmp_path):

@@ -46,22 +46,27 @@ def _generate(model_dir: Path, prompt: str = "The quick brown fox") -> str:
     return GenAIModel(model_dir).generate(prompt, SearchOptions(max_new_tokens=8)).text
 
 
+def _run_config(config: dict, path: Path) -> subprocess.CompletedProcess:
+    """`olivepress run --config` in a fresh process, from the config's folder; it must succeed."""
+    path.write_text(json.dumps(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "olivepress", "run", "--config", path.name],
+        cwd=path.parent,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result
+
+
 def test_cpu_int4_recipe_runs_unchanged_to_a_tied_8bit_embedding_model(tiny_llama_dir, tmp_path):
     from olivepress.evaluate.parity import check_parity
 
     recipe = json.loads((RECIPES / "cpu_int4.json").read_text())
     recipe["input_model"]["model_path"] = str(tiny_llama_dir)
-    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(
-        [sys.executable, "-m", "olivepress", "run", "--config", "recipe.json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    result = _run_config(recipe, tmp_path / "recipe.json")
     assert "'no_artifacts' has no effect" in result.stderr + result.stdout
 
     model_dir = tmp_path / "model_cpu_int4" / "model"
@@ -91,16 +96,7 @@ def test_cpu_int4_recipe_runs_unchanged_to_a_tied_8bit_embedding_model(tiny_llam
     assert with_eval["passes"] == recipe["passes"]
     with_eval["input_model"]["model_path"] = str(tiny_llama_dir)
     with_eval["evaluators"]["mmlu"]["tasks"] = ["olivepress_travel_mc"]
-    (tmp_path / "with_eval.json").write_text(json.dumps(with_eval))
-    result = subprocess.run(
-        [sys.executable, "-m", "olivepress", "run", "--config", "with_eval.json"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
+    _run_config(with_eval, tmp_path / "with_eval.json")
     footprint = json.loads((tmp_path / "model_cpu_int4" / "footprint.json").read_text())
     metrics = footprint["evaluations"][0]["candidates"][0]["metrics"]
     assert 0 <= metrics["olivepress_travel_mc.acc"]["value"] <= 1
