@@ -96,6 +96,24 @@ def test_relative_paths_split_mapping_and_max_samples(tmp_path, monkeypatch):
     assert first["prompt"] == [f"question {i}" for i in range(4)]
 
 
+def test_col_filters_keep_the_matching_records_before_max_samples(tmp_path):
+    rows = [{"text": f"line {i}", "language": "Python" if i % 3 == 0 else "Go", "n": i} for i in range(12)]
+    data = write_jsonl(tmp_path / "d.jsonl", rows)
+
+    def filtered(filters, **pre) -> DataConfig:
+        made = config(str(data), **pre)
+        load = made.load_dataset_config.model_copy(update={"col_filters": filters})
+        return made.model_copy(update={"load_dataset_config": load})
+
+    assert load_records(filtered({"language": "Python"}))["n"] == [0, 3, 6, 9]
+    assert load_records(filtered({"language": "Python"}, max_samples=2))["n"] == [0, 3]
+    assert load_records(filtered({"language": "Go", "n": 4}))["n"] == [4]
+    with pytest.raises(OlivepressError, match=r"column 'langauge'.*did you mean 'language'"):
+        load_records(filtered({"langauge": "Python"}))
+    with pytest.raises(OlivepressError, match=r"no record matches col_filters"):
+        load_records(filtered({"language": "Rust"}))
+
+
 def test_seed_travel_data_with_crlf_loads_and_renders(travel_data, tokenizer):
     lines = [ln for ln in travel_data.read_bytes().split(b"\r\n") if ln.strip()]
     cfg = data_config_from_flags(str(travel_data), data_name="json", text_template=SEED_TEMPLATE)

@@ -246,7 +246,7 @@ def test_a_hub_data_set_other_than_wikitext_is_refused_with_its_name():
     config = DataConfig.model_validate(
         {"name": "d", "load_dataset_config": {"data_name": "tatsu-lab/alpaca"}}
     )
-    with pytest.raises(OlivepressError, match="hub data set 'tatsu-lab/alpaca'.*give data_files"):
+    with pytest.raises(OlivepressError, match="hub data set 'tatsu-lab/alpaca'.*data_files to that file"):
         load_records(config)
 
 

@@ -30,6 +30,9 @@ class LoadDatasetConfig(_Strict):
     subset: str | None = Field(
         None, description="A hub data set's configuration (Olive's name); read with wikitext only."
     )
+    col_filters: dict[str, str | int | float] | None = Field(
+        None, description="Keep only the records whose columns hold these values: {column: value}."
+    )
 
     @property
     def names_wikitext(self) -> bool:

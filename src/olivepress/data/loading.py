@@ -11,7 +11,7 @@ import glob
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from olivepress.data.config import DataConfig, LoadDatasetConfig
 from olivepress.errors import OlivepressError, did_you_mean
@@ -32,15 +32,22 @@ def datasets_cache_dir() -> Path:
     return olivepress_home() / "datasets"
 
 
-def load_records(config: DataConfig) -> datasets.Dataset:
-    """The records `config` names, read from local files (at most `max_samples` of them)."""
+def require_local_files(config: DataConfig) -> None:
+    """Refuse a data config that names a hub data set and no local files: olivepress reads files."""
     load = config.load_dataset_config
     if load.data_files is None:
         raise OlivepressError(
-            f"data config '{config.name}' names the hub data set '{load.data_name}' and no data_files; "
-            "olivepress "
-            "reads local files: download the data and give data_files (wikitext works for calibration only)"
+            f"data config '{config.name}' names the hub data set '{load.data_name}' and no data_files, and "
+            f"olivepress reads only local files: save it once while online (datasets.load_dataset("
+            f"'{load.data_name}', split='train').to_json('data.jsonl')) and set its load_dataset_config."
+            "data_files to that file (only wikitext, for calibration, falls back to shipped text)"
         )
+
+
+def load_records(config: DataConfig) -> datasets.Dataset:
+    """The records `config` names, read from local files (at most `max_samples` of them)."""
+    require_local_files(config)
+    load = config.load_dataset_config
     loader = _loader_name(load.data_name)
     data_files = _resolve_data_files(load)
     dataset = _load(loader, data_files, load.split)
@@ -50,11 +57,31 @@ def load_records(config: DataConfig) -> datasets.Dataset:
         raise OlivepressError(
             f"the data set from {source} has no records; give a file with at least one record"
         )
+    if load.col_filters:
+        dataset = _filtered(dataset, load.col_filters, config.name)
     max_samples = config.pre_process_data_config.max_samples
     if max_samples is not None and max_samples < len(dataset):
         # The first records, not a random pick: the same config must give the same data.
         dataset = dataset.select(range(max_samples))
     return dataset
+
+
+def _filtered(dataset: datasets.Dataset, col_filters: dict[str, Any], name: str) -> datasets.Dataset:
+    """The records whose columns equal every value in `col_filters` (Olive's col_filters)."""
+    columns = dataset.column_names
+    unknown = [column for column in col_filters if column not in columns]
+    if unknown:
+        raise OlivepressError(
+            f"data config '{name}': col_filters names column '{unknown[0]}', which the records do not "
+            f"have{did_you_mean(unknown[0], columns)} (columns: {', '.join(columns)})"
+        )
+    with _quiet_datasets():
+        kept = dataset.filter(lambda record: all(record[c] == v for c, v in col_filters.items()))
+    if len(kept) == 0:
+        raise OlivepressError(
+            f"data config '{name}': no record matches col_filters {col_filters}; check the values"
+        )
+    return kept
 
 
 def _loader_name(data_name: str) -> str:

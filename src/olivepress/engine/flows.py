@@ -68,7 +68,7 @@ def run_flow(
 def _key_context(options: dict[str, Any], ctx: PassContext) -> dict[str, Any]:
     """What else a pass's output depends on: the target (passes may read it from the context),
     and the content of every data config its options name, down to the data files' bytes."""
-    used = sorted(name for name in ctx.data_configs if _mentions(options, name))
+    used = sorted(name for name in ctx.data_configs if mentions(options, name))
     data = {
         name: [
             ctx.data_configs[name].model_dump(mode="json"),
@@ -79,13 +79,14 @@ def _key_context(options: dict[str, Any], ctx: PassContext) -> dict[str, Any]:
     return {"device": ctx.device, "execution_provider": ctx.execution_provider, "data_configs": data}
 
 
-def _mentions(value: Any, name: str) -> bool:
+def mentions(value: Any, name: str) -> bool:
+    """Whether `value` (an option, or a dict or list of them) names `name` anywhere."""
     if isinstance(value, str):
         return value == name
     if isinstance(value, dict):
-        return any(_mentions(item, name) for item in value.values())
+        return any(mentions(item, name) for item in value.values())
     if isinstance(value, list):
-        return any(_mentions(item, name) for item in value)
+        return any(mentions(item, name) for item in value)
     return False
 
 

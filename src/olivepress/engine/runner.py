@@ -78,8 +78,11 @@ def run_workflow(
     `check`, when given, runs on each flow's final model before anything is written: what it
     returns goes into the footprint, and an error it raises means no output at all.
     """
+    from olivepress.workflow.preflight import check_data_reachable
+
     config = workflow.config
     started = time.perf_counter()
+    check_data_reachable(workflow)  # before any pass: data it cannot have stops the run now
     output_root = Path(config.output_dir).expanduser().resolve()
     outputs = _flow_output_dirs(workflow, output_root)
     for folder in outputs:

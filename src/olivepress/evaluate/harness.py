@@ -36,11 +36,7 @@ _NOT_A_WORD = re.compile(r"\W+")
 def run_task(open_backend: Callable[[], Backend], metric: MetricConfig) -> dict[str, float]:
     """The scores of `metric.task` for the model `open_backend()` loads. The task and its data
     load first, so a task that cannot run stops before the model loads."""
-    if importlib.util.find_spec("lm_eval") is None:
-        raise OlivepressError(
-            f"lm_eval metric '{metric.name}' needs the lm-eval package; "
-            "install it: pip install 'olivepress[lm-eval]'"
-        )
+    _require_lm_eval(metric)
     from lm_eval import simple_evaluate
 
     from olivepress.evaluate.harness_model import BackendLM
@@ -67,6 +63,22 @@ def run_task(open_backend: Callable[[], Backend], metric: MetricConfig) -> dict[
             fewshot_as_multiturn=metric.fewshot_as_multiturn,
         )
     return task_scores(results, metric.task)
+
+
+def check_task_data(metric: MetricConfig) -> None:
+    """Load `metric.task` with its data now, so a task that cannot run stops a workflow before
+    its passes rather than after them; the same one line the evaluation would print."""
+    _require_lm_eval(metric)
+    assert metric.task is not None
+    _load_task(task_manager(metric.task, metric.include_path), metric.task)
+
+
+def _require_lm_eval(metric: MetricConfig) -> None:
+    if importlib.util.find_spec("lm_eval") is None:
+        raise OlivepressError(
+            f"lm_eval metric '{metric.name}' needs the lm-eval package; "
+            "install it: pip install 'olivepress[lm-eval]'"
+        )
 
 
 def _load_task(manager, task: str) -> list[Any]:

@@ -128,7 +128,6 @@ SECTION_KEYS: dict[str, dict[str, Treatment]] = {
             SUPPORTED,
             "only with data_name wikitext, which falls back to the shipped calibration text offline",
         ),
-        "col_filters": Treatment(REFUSED, "filter the records into a local file first"),
     },
     "pre_process_text_generation": {
         "max_seq_len": Treatment(SUPPORTED, "as source_max_len"),
