@@ -287,6 +287,61 @@ def test_lm_evaluator_in_a_workflow_run_and_evaluate(tmp_path, tiny_llama_dir):
     assert 0 <= metrics[f"{TASK}.acc_norm"]["value"] <= 1
 
 
+def _inline_task(data_file: Path | str, **more) -> dict:
+    """A multiple-choice task defined inline, as Olive's recipes put one in LMEvaluator's tasks."""
+    return {
+        "task": "inline_capitals",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "Question: {{question}}\nAnswer:",
+        "doc_to_choice": "{{choices}}",
+        "doc_to_target": "answer",
+        "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
+        **more,
+    }
+
+
+def test_an_inline_task_definition_runs_like_a_named_one(tmp_path, tiny_llama_dir):
+    rows = [
+        {"question": f"Where is city {i}?", "choices": ["north", "south", "east"], "answer": i % 3}
+        for i in range(6)
+    ]
+    data = tmp_path / "capitals.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    spec = {"type": "LMEvaluator", "tasks": [_inline_task(data)], "batch_size": 2}
+    evaluator = EvaluatorConfig.model_validate(lm_evaluator_metrics(spec))
+    [metric] = evaluator.metrics
+    assert (metric.name, metric.task, metric.task_config["dataset_path"]) == (
+        "inline_capitals",
+        "inline_capitals",
+        "json",
+    )
+    results = evaluate_model(HfModel(path=str(tiny_llama_dir)), evaluator)
+    assert set(results) == {"inline_capitals.acc"}
+    assert round(results["inline_capitals.acc"].value * 6, 6) == round(
+        results["inline_capitals.acc"].value * 6
+    )
+    with pytest.raises(OlivepressError, match="a task given as a mapping needs its name under 'task'"):
+        lm_evaluator_metrics({"type": "LMEvaluator", "tasks": [{"dataset_path": "json"}]})
+
+
+def test_an_inline_task_without_its_data_names_the_data_set_and_configuration(monkeypatch):
+    from olivepress.evaluate.harness import check_task_data
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    task = _inline_task("unused", dataset_path="olivepress-tests/absent", dataset_name="zh-en")
+    del task["dataset_kwargs"]
+    [metric] = EvaluatorConfig.model_validate(
+        lm_evaluator_metrics({"type": "LMEvaluator", "tasks": [task]})
+    ).metrics
+    with pytest.raises(OlivepressError) as raised:
+        check_task_data(metric)
+    assert "needs the data set 'olivepress-tests/absent' (configuration 'zh-en')" in str(raised.value)
+    assert "datasets.load_dataset('olivepress-tests/absent', 'zh-en')" in str(raised.value)
+
+
 @pytest.mark.slow  # indexes lm-eval's ~15,000 task YAMLs to find the hub task
 def test_a_task_without_its_data_is_one_line_naming_the_data_set(tmp_path, tiny_llama_dir):
     config = _workflow(tmp_path, tiny_llama_dir, {}, ["hellaswag"])

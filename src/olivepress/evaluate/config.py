@@ -128,6 +128,11 @@ class MetricConfig(_Strict):
     )
     # lm_eval (the lm-evaluation-harness)
     task: str | None = Field(None, description="lm_eval: the task (or group) to run: 'olivepress_travel_mc'.")
+    task_config: dict[str, Any] | None = Field(
+        None,
+        description="lm_eval: the task defined inline (a task YAML's keys, as Olive's tasks take it); task "
+        "is its 'task'.",
+    )
     limit: float | None = Field(
         None, gt=0, description="lm_eval: examples per task (a number), or a fraction of them (below 1)."
     )

@@ -42,8 +42,8 @@ def run_task(open_backend: Callable[[], Backend], metric: MetricConfig) -> dict[
     from olivepress.evaluate.harness_model import BackendLM
 
     assert metric.task is not None
-    manager = task_manager(metric.task, metric.include_path)
-    tasks = _load_task(manager, metric.task)
+    manager = _manager_for(metric)
+    tasks = _load_task(manager, metric.task, metric.task_config)
     backend = open_backend()
     if not backend.is_llm:
         raise OlivepressError(f"lm_eval metric '{metric.name}' needs a causal language model, not this one")
@@ -70,7 +70,7 @@ def check_task_data(metric: MetricConfig) -> None:
     its passes rather than after them; the same one line the evaluation would print."""
     _require_lm_eval(metric)
     assert metric.task is not None
-    _load_task(task_manager(metric.task, metric.include_path), metric.task)
+    _load_task(_manager_for(metric), metric.task, metric.task_config)
 
 
 def _require_lm_eval(metric: MetricConfig) -> None:
@@ -81,14 +81,24 @@ def _require_lm_eval(metric: MetricConfig) -> None:
         )
 
 
-def _load_task(manager, task: str) -> list[Any]:
-    """The task (or group) with its data read; a data set that is not here is one line."""
+def _manager_for(metric: MetricConfig):
+    if metric.task_config is not None:  # defined inline: the shipped and included folders will do
+        from olivepress.evaluate.lm_tasks import TASKS_DIR
+
+        return _manager((str(TASKS_DIR), *_folders(metric.include_path)), False)
+    assert metric.task is not None
+    return task_manager(metric.task, metric.include_path)
+
+
+def _load_task(manager, task: str, inline: dict[str, Any] | None = None) -> list[Any]:
+    """The task (or group) with its data read; a data set that is not here is one line. `inline`:
+    the task's definition given in the config rather than by a YAML lm-eval knows."""
     with _quiet_harness(f"lm-eval: loading {task}"):
         try:
-            loaded = manager.load([task])
+            loaded = manager.load([inline if inline is not None else task])
         except Exception as exc:
             if _is_missing_data(exc):
-                raise OlivepressError(_missing_data_message(task, exc, manager)) from exc
+                raise OlivepressError(_missing_data_message(task, exc, manager, inline)) from exc
             raise
     if task in loaded["groups"]:
         return [loaded["groups"][task]]
@@ -101,12 +111,7 @@ def task_manager(task: str, include_path: list[str]):
     """A TaskManager that knows `task`: the shipped and included folders, else lm-eval's own list."""
     from olivepress.evaluate.lm_tasks import TASKS_DIR
 
-    for folder in include_path:
-        if not Path(folder).expanduser().is_dir():
-            raise OlivepressError(
-                f"include_path {folder} is not a folder; give folders that hold task YAML files"
-            )
-    paths = (str(TASKS_DIR), *(str(Path(folder).expanduser()) for folder in include_path))
+    paths = (str(TASKS_DIR), *_folders(include_path))
     local = _manager(paths, False)
     if task in local.all_tasks:
         return local
@@ -117,6 +122,15 @@ def task_manager(task: str, include_path: list[str]):
         f"lm-eval has no task '{task}'{did_you_mean(task, everything.all_tasks)}; "
         f"name one of its tasks or a shipped one ({', '.join(local.all_tasks)})"
     )
+
+
+def _folders(include_path: list[str]) -> list[str]:
+    for folder in include_path:
+        if not Path(folder).expanduser().is_dir():
+            raise OlivepressError(
+                f"include_path {folder} is not a folder; give folders that hold task YAML files"
+            )
+    return [str(Path(folder).expanduser()) for folder in include_path]
 
 
 @functools.lru_cache(maxsize=4)
@@ -168,15 +182,26 @@ def _is_missing_data(exc: BaseException) -> bool:
     return False
 
 
-def _missing_data_message(task: str, exc: BaseException, manager) -> str:
-    dataset = _dataset_named(exc) or _dataset_of(task, manager) or "its data set"
+def _missing_data_message(task: str, exc: BaseException, manager, inline: dict[str, Any] | None) -> str:
+    path, subset = _dataset_in(inline) if inline is not None else (None, None)
+    named = _dataset_named(exc)
+    if named and named != path:  # what the error names is what could not be had
+        path, subset = named, None
+    if path is None:
+        path, subset = _dataset_of(task, manager)
     offline = any(
-        os.environ.get(name, "") not in ("", "0") for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+        os.environ.get(flag, "") not in ("", "0") for flag in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
     )
     why = "offline mode is on" if offline else "the Hugging Face Hub cannot be reached"
+    if path is None:
+        shown, call = "its data set", "..."
+    elif subset:
+        shown, call = f"'{path}' (configuration '{subset}')", f"'{path}', '{subset}'"
+    else:
+        shown, call = f"'{path}'", f"'{path}'"
     return (
-        f"lm-eval task '{task}' needs the data set '{dataset}', which is not on this machine ({why}); "
-        f"download it once while online (datasets.load_dataset('{dataset}')) or run a local task "
+        f"lm-eval task '{task}' needs the data set {shown}, which is not on this machine ({why}); "
+        f"download it once while online (datasets.load_dataset({call})) or run a local task "
         f"such as {SHIPPED_EXAMPLE}"
     )
 
@@ -186,19 +211,24 @@ def _dataset_named(exc: BaseException) -> str | None:
     return match.group(1) if match else None
 
 
-def _dataset_of(task: str, manager) -> str | None:
-    """The dataset_path (and dataset_name) in the task's YAML."""
-    from lm_eval.utils import load_yaml_config
-
+def _dataset_of(task: str, manager) -> tuple[str | None, str | None]:
+    """The dataset_path and dataset_name in the task's YAML."""
+    try:
+        from lm_eval.utils import load_yaml_config
+    except ImportError:  # lm-eval versions move it; the message then says "its data set"
+        return None, None
     entry = manager.task_index.get(task)
     if entry is None or not getattr(entry, "yaml_path", None):
-        return None
+        return None, None
     try:
         config = load_yaml_config(str(entry.yaml_path), mode="simple")
     except Exception:  # a YAML we cannot read names no data set; the message says "its data set"
-        return None
-    path, name = config.get("dataset_path"), config.get("dataset_name")
-    return f"{path}/{name}" if path and name else path
+        return None, None
+    return _dataset_in(config)
+
+
+def _dataset_in(config: dict[str, Any]) -> tuple[str | None, str | None]:
+    return config.get("dataset_path"), config.get("dataset_name")
 
 
 @contextlib.contextmanager

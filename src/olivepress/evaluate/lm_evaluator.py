@@ -81,6 +81,14 @@ def lm_evaluator_metrics(spec: dict[str, Any]) -> dict[str, Any]:
     for task in tasks:
         if task == "size_on_disk":
             metrics.append({"name": "size_on_disk", "type": "size_on_disk"})
+        elif isinstance(task, dict):  # a task defined inline, as lm-eval's own task list takes it
+            name = task.get("task")
+            if not isinstance(name, str) or not name:
+                raise OlivepressError(
+                    "LMEvaluator: a task given as a mapping needs its name under 'task' "
+                    '(lm-eval\'s task YAML keys, e.g. {"task": "my_task", "dataset_path": ...})'
+                )
+            metrics.append({"name": name, "type": "lm_eval", "task": name, "task_config": task, **options})
         else:
             metrics.append({"name": str(task), "type": "lm_eval", "task": str(task), **options})
     _add_goals(metrics, spec.get("goals") or {})
