@@ -11,12 +11,15 @@ config this script:
 2. runs `python -m olivepress run --config FILE` there in a fresh process, offline
    (HF_HUB_OFFLINE=1), under a per-config timeout;
 3. records: ran, and its output has what the config asks for (an ORT GenAI folder when a pass
-   makes ONNX, an adapter when a LoRA-family pass trains one, metrics when it names an
-   evaluator); or the one line it printed last (exit code, time); or timed out.
+   makes ONNX, an adapter when a LoRA-family pass trains one, a quantized checkpoint when a
+   PyTorch quantizer is the last pass, metrics when it names an evaluator); or the one line it
+   printed last (exit code, time); or timed out. A run that fell back from the hub's wikitext
+   to the shipped calibration text says so in its notes.
 
     nice -n 19 python benchmarks/olive_corpus.py                    # all of them
     nice -n 19 python benchmarks/olive_corpus.py --only rtn hqq     # names containing these
     nice -n 19 python benchmarks/olive_corpus.py --timeout 600 --model ../shared/models/x.gguf
+    nice -n 19 python benchmarks/olive_corpus.py --merge --only gptq   # rerun some, keep the rest
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ ONNX_MAKERS = {
 NOTES = {
     "calibrating on the shipped calibration text": "hub wikitext -> shipped calibration text",
 }
+# PyTorch quantizers: a last pass of these leaves a quantized Hugging Face checkpoint.
+CHECKPOINT_MAKERS = {"gptq", "gptqquantizer", "awq", "autoawqquantizer", "rtn"}
 ADAPTER_MAKERS = {"lora", "qlora", "loftq", "dora", "loha", "lokr"}
 
 
@@ -75,6 +80,8 @@ def asked_for(raw: dict[str, Any]) -> list[str]:
         wants.append("adapter")
     if "extractadapters" in kinds:
         wants.append("adapter_weights")
+    if kinds and kinds[-1] in CHECKPOINT_MAKERS:
+        wants.append("quantized_checkpoint")
     if raw.get("evaluator") or (raw.get("engine") or {}).get("evaluator"):
         wants.append("metrics")
     return wants
@@ -96,9 +103,16 @@ def found(work: Path, wants: list[str]) -> list[str]:
         for fp in footprints
     ):
         present.append("adapter_weights")
+    if "quantized_checkpoint" in wants and any(_is_quantized(fp.parent / "model") for fp in footprints):
+        present.append("quantized_checkpoint")
     if "metrics" in wants and any(_has_metrics(fp) for fp in footprints):
         present.append("metrics")
     return present
+
+
+def _is_quantized(model_dir: Path) -> bool:
+    config = model_dir / "config.json"
+    return config.is_file() and "quantization_config" in json.loads(config.read_text())
 
 
 def _has_metrics(footprint: Path) -> bool:
