@@ -20,6 +20,7 @@ config this script:
     nice -n 19 python benchmarks/olive_corpus.py --only rtn hqq     # names containing these
     nice -n 19 python benchmarks/olive_corpus.py --timeout 600 --model ../shared/models/x.gguf
     nice -n 19 python benchmarks/olive_corpus.py --merge --only gptq   # rerun some, keep the rest
+    nice -n 19 python benchmarks/olive_corpus.py --local_tasks --only eval   # lm-eval tasks -> shipped one
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CORPUS = ROOT / "tests" / "olive_recipes" / "corpus"
 SOURCES = CORPUS / "sources.json"
 
+LOCAL_TASK = "olivepress_travel_mc"  # shipped with olivepress: lm-eval runs it offline
 ONNX_MAKERS = {
     "modelbuilder",
     "onnxconversion",
@@ -63,10 +65,15 @@ def corpus_files() -> list[Path]:
     return sorted(path for path in CORPUS.glob("*.json") if path != SOURCES)
 
 
-def swap_model(raw: dict[str, Any], model: str) -> dict[str, Any]:
-    """The config with input_model.model_path set to `model`; nothing else changes."""
+def swap_model(raw: dict[str, Any], model: str, local_tasks: bool = False) -> dict[str, Any]:
+    """The config with input_model.model_path set to `model`; nothing else changes, unless
+    `local_tasks`: then each LMEvaluator's tasks become the shipped olivepress_travel_mc too."""
     swapped = json.loads(json.dumps(raw))
     swapped["input_model"]["model_path"] = model
+    if local_tasks:
+        for evaluator in (swapped.get("evaluators") or {}).values():
+            if isinstance(evaluator, dict) and evaluator.get("type") == "LMEvaluator":
+                evaluator["tasks"] = [LOCAL_TASK]
     return swapped
 
 
@@ -116,8 +123,10 @@ def _is_quantized(model_dir: Path) -> bool:
 
 
 def _has_metrics(footprint: Path) -> bool:
+    """Metrics of the input model, or of an evaluated output (footprint evaluations' candidates)."""
     data = json.loads(footprint.read_text())
-    return bool(data.get("metrics") or data.get("input_metrics"))
+    candidates = [c for e in data.get("evaluations") or [] for c in e.get("candidates") or []]
+    return bool(data.get("metrics") or data.get("input_metrics") or any(c.get("metrics") for c in candidates))
 
 
 def last_line(text: str) -> str:
@@ -126,12 +135,12 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else "(printed nothing)"
 
 
-def run_one(path: Path, model: str, timeout: int) -> dict[str, Any]:
+def run_one(path: Path, model: str, timeout: int, local_tasks: bool = False) -> dict[str, Any]:
     raw = json.loads(path.read_text())
     wants = asked_for(raw)
     with tempfile.TemporaryDirectory(prefix="olive-corpus-") as tmp:
         work = Path(tmp)
-        (work / path.name).write_text(json.dumps(swap_model(raw, model), indent=2))
+        (work / path.name).write_text(json.dumps(swap_model(raw, model, local_tasks), indent=2))
         env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
         started = time.perf_counter()
         try:
@@ -179,13 +188,17 @@ def run_one(path: Path, model: str, timeout: int) -> dict[str, Any]:
 
 
 def _earlier_results(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    path = RESULTS / "olive_corpus.json"
+    path = RESULTS / f"{_result_name(args)}.json"
     if not path.is_file():
         return {}
     earlier = json.loads(path.read_text())
     if earlier.get("model") != args.model:
         raise SystemExit(f"--merge: {path} is for model {earlier.get('model')}, not {args.model}")
     return {r["config"]: r for r in earlier["results"] if (CORPUS / r["config"]).is_file()}
+
+
+def _result_name(args: argparse.Namespace) -> str:
+    return "olive_corpus_local_tasks" if args.local_tasks else "olive_corpus"
 
 
 def main() -> None:
@@ -198,13 +211,19 @@ def main() -> None:
         action="store_true",
         help="Replace only these configs' rows in the last results JSON (after fixing some of them).",
     )
+    parser.add_argument(
+        "--local_tasks",
+        action="store_true",
+        help=f"Also swap each LMEvaluator's tasks for the shipped {LOCAL_TASK} (not 'unchanged': "
+        "shows what the *_with_eval configs do once their task's data is here).",
+    )
     args = parser.parse_args()
     files = [p for p in corpus_files() if not args.only or any(word in p.name for word in args.only)]
     earlier = _earlier_results(args) if args.merge else {}
     results = []
     for path in files:
         print(f"running {path.name} ...", flush=True)
-        result = run_one(path, args.model, args.timeout)
+        result = run_one(path, args.model, args.timeout, args.local_tasks)
         print(f"  {result['status']} in {result['seconds']:.0f} s {result['line']}", flush=True)
         results.append(result)
     fresh = {r["config"] for r in results}
@@ -215,14 +234,16 @@ def main() -> None:
         [r["config"], r["status"], f"{r['seconds']:.0f}", r.get("exit_code", "-"), r["line"]] for r in results
     ]
     print_table(
-        "Olive recipe corpus, model_path -> " + args.model,
+        "Olive recipe corpus, model_path -> "
+        + args.model
+        + (f", tasks -> {LOCAL_TASK}" if args.local_tasks else ""),
         ["config", "result", "s", "exit", "one line"],
         rows,
     )
     runs = sum(r["status"] == "runs" for r in results)
     print(f"\n{runs} of {len(results)} run unchanged (but for the model)")
     write_result(
-        "olive_corpus",
+        _result_name(args),
         {
             "model": args.model,
             "timeout_s": args.timeout,
