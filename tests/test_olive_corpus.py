@@ -11,11 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import onnxruntime as ort
 import pytest
 
 from olivepress.errors import OlivepressError
 from olivepress.workflow.load import load_workflow
-from olivepress.workflow.preflight import check_data_configs, check_lm_eval_tasks
+from olivepress.workflow.preflight import check_data_configs, check_evaluation_provider, check_lm_eval_tasks
 
 CORPUS = Path(__file__).parent / "olive_recipes" / "corpus"
 SOURCES = json.loads((CORPUS / "sources.json").read_text())
@@ -31,9 +32,16 @@ _TINY_CODES = _GUANACO.replace("'train_data'", "'tiny_codes_train'").replace(
     "timdettmers/openassistant-guanaco", "nampdn-ai/tiny-codes"
 )
 
+_NO_CUDA = (
+    "the evaluator would run the ONNX output with CUDAExecutionProvider, which this onnxruntime does not "
+    f"have ({', '.join(ort.get_available_providers())}); run the workflow where it has, set the system's "
+    "execution_providers to one of these, or drop the evaluator to only build the model"
+)
+HAS_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
+
 # config -> None (gets through the checks before the first pass) or the one line it stops with.
-# The lm-eval tasks the *_with_eval and lmeval configs name (mmlu, hellaswag) are checked before the
-# passes too, but need lm-eval's task index: test_an_lm_eval_task_without_its_data_stops_before_passes.
+# The lm-eval tasks the *_with_eval and lmeval configs name (mmlu, hellaswag, wmt18) are checked before
+# the passes too, but need lm-eval's task index: test_an_lm_eval_task_without_its_data_stops_before_passes.
 EXPECTED: dict[str, str | None] = {
     "HuggingFaceTB-SmolLM3-3B_cpu_fp32.json": None,
     "HuggingFaceTB-SmolLM3-3B_cpu_fp32_with_eval.json": None,
@@ -41,7 +49,7 @@ EXPECTED: dict[str, str | None] = {
     "Llama-3.2-1B-Instruct_olive_dora.json": _GUANACO,
     "Llama-3.2-1B-Instruct_olive_hqq.json": None,
     "Llama-3.2-1B-Instruct_olive_lmeval.json": None,
-    "Llama-3.2-1B-Instruct_olive_lmeval_onnx.json": None,
+    "Llama-3.2-1B-Instruct_olive_lmeval_onnx.json": None if HAS_CUDA else _NO_CUDA,
     "Llama-3.2-1B-Instruct_olive_loha.json": _GUANACO,
     "Llama-3.2-1B-Instruct_olive_lokr.json": _GUANACO,
     "Llama-3.2-1B-Instruct_olive_mixed.json": (
@@ -86,12 +94,18 @@ def test_corpus_config_gets_to_its_first_pass_or_stops_with_its_line(name):
         pytest.fail(f"{name} has no recorded expectation in EXPECTED")
     expected = EXPECTED[name]
     if expected is None:
-        check_data_configs(load_workflow(swapped(name)))
+        _checks_before_the_first_pass(name)
         return
     with pytest.raises(OlivepressError) as raised:
-        check_data_configs(load_workflow(swapped(name)))
+        _checks_before_the_first_pass(name)
     assert str(raised.value) == expected
     assert "\n" not in str(raised.value)
+
+
+def _checks_before_the_first_pass(name: str) -> None:
+    workflow = load_workflow(swapped(name))
+    check_data_configs(workflow)
+    check_evaluation_provider(workflow)
 
 
 def test_a_hub_data_set_stops_the_run_before_any_pass(tmp_path):

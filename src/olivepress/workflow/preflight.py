@@ -7,6 +7,7 @@ after every pass before it has run (minutes to hours on a CPU).
 
 from __future__ import annotations
 
+from olivepress.errors import OlivepressError
 from olivepress.evaluate.config import MetricConfig
 from olivepress.workflow.load import Workflow
 
@@ -14,7 +15,8 @@ from olivepress.workflow.load import Workflow
 def check_data_reachable(workflow: Workflow) -> None:
     """Raise the line the run would end on when data a pass or metric needs is not to be had."""
     check_data_configs(workflow)
-    check_lm_eval_tasks(workflow)
+    check_evaluation_provider(workflow)
+    check_lm_eval_tasks(workflow)  # last: lm-eval indexes its tasks first (seconds)
 
 
 def check_data_configs(workflow: Workflow) -> None:
@@ -50,6 +52,29 @@ def check_lm_eval_tasks(workflow: Workflow) -> None:
             from olivepress.evaluate.harness import check_task_data
 
             check_task_data(metric)
+
+
+def check_evaluation_provider(workflow: Workflow) -> None:
+    """An evaluator that will run an ONNX output with a provider this onnxruntime lacks (a CUDA
+    recipe on a CPU machine) is refused now: building for it needs no GPU, running it does."""
+    if workflow.evaluator is None or not any(
+        planned.spec.module_name.startswith("olivepress.passes.onnx.")
+        for flow in workflow.flows
+        for planned in flow
+    ):
+        return
+    import onnxruntime as ort
+
+    from olivepress.targets import canonical_provider
+
+    provider = canonical_provider(workflow.execution_provider) or workflow.execution_provider
+    available = ort.get_available_providers()
+    if provider not in available:
+        raise OlivepressError(
+            f"the evaluator would run the ONNX output with {provider}, which this onnxruntime does not "
+            f"have ({', '.join(available)}); run the workflow where it has, set the system's "
+            "execution_providers to one of these, or drop the evaluator to only build the model"
+        )
 
 
 def _metrics(workflow: Workflow) -> list[MetricConfig]:
