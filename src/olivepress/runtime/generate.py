@@ -135,7 +135,7 @@ class GenAIModel:
 
         params = og.GeneratorParams(self.model)
         search: dict[str, Any] = {
-            "max_length": prompt_length + options.max_new_tokens,
+            "max_length": self.cache_length(prompt_length + options.max_new_tokens),
             "do_sample": options.do_sample,
         }
         for key in ("temperature", "top_p", "top_k"):
@@ -151,13 +151,21 @@ class GenAIModel:
         """Most tokens (prompt + generated) the model takes."""
         return int(json.loads((self.folder / "genai_config.json").read_text())["model"]["context_length"])
 
+    def cache_length(self, tokens: int) -> int:
+        """The max_length to give a generator for `tokens`: at least the sliding window where the
+        model keeps windowed key/value caches (their attention refuses a smaller cache), within
+        the context length."""
+        decoder = json.loads((self.folder / "genai_config.json").read_text())["model"]["decoder"]
+        window = (decoder.get("sliding_window") or {}).get("window_size") or 0
+        return min(max(tokens, window), self.context_length) if window else tokens
+
     def logits(self, token_ids: list[int], adapter: str | None = None):
         """Logits [len(token_ids), vocab] after each of `token_ids` (teacher-forced, one run)."""
         import numpy as np
         import onnxruntime_genai as og
 
         params = og.GeneratorParams(self.model)
-        params.set_search_options(max_length=len(token_ids) + 1)
+        params.set_search_options(max_length=self.cache_length(len(token_ids) + 1))
         generator = self._generator(params, adapter)
         generator.append_tokens(token_ids)
         return np.array(generator.get_output("logits"), dtype=np.float32).reshape(-1, self.vocab_size)
