@@ -202,7 +202,8 @@ class GenAIModel:
         started = time.perf_counter()
         generator.append_tokens(input_ids)
         tokens: list[int] = []
-        while not generator.is_done():
+        # max_length may exceed the wanted length (cache_length), so the count bounds the loop too
+        while not generator.is_done() and len(tokens) < options.max_new_tokens:
             generator.generate_next_token()
             token = int(generator.get_next_tokens()[0])
             tokens.append(token)

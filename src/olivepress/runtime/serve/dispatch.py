@@ -179,7 +179,9 @@ class Server:
             return
         generator = self.model.new_generator(len(ids), options, adapter)
         generator.append_tokens(ids)
-        while not generator.is_done() and not cancelled.is_set():
+        for _ in range(options.max_new_tokens):  # max_length may exceed it (GenAIModel.cache_length)
+            if generator.is_done() or cancelled.is_set():
+                break
             generator.generate_next_token()
             yield int(generator.get_next_tokens()[0])
 
