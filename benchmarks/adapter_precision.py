@@ -69,7 +69,7 @@ def logits_and_loss(model, adapter: str, texts: list[str]):
 
     all_logits, losses = [], []
     for text in texts:
-        ids = model.tokenizer.encode(text).tolist()
+        ids = model.encode(text)
         logits = model.logits(ids, adapter=adapter).astype(np.float64)
         shifted = logits[:-1] - logits[:-1].max(axis=1, keepdims=True)
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))

@@ -240,7 +240,7 @@ def decode_tokens_per_s(model, adapter: str | None, prompt: str) -> float:
     """Decode speed for NEW_TOKENS forced greedy tokens (prefill excluded)."""
     import onnxruntime_genai as og
 
-    input_ids = model.tokenizer.encode(model.format_prompt(prompt))
+    input_ids = model.encode(model.format_prompt(prompt))
     params = og.GeneratorParams(model.model)
     total = len(input_ids) + NEW_TOKENS
     params.set_search_options(max_length=total, min_length=total, do_sample=False)
@@ -287,9 +287,7 @@ def main() -> None:
 
         ours = GenAIModel(work / "onnx-ao")
         adapter = ours.adapter_names[0]
-        greedy = SearchOptions(
-            max_new_tokens=100 - len(ours.tokenizer.encode(ours.format_prompt(APP_PROMPT)))
-        )
+        greedy = SearchOptions(max_new_tokens=100 - len(ours.encode(ours.format_prompt(APP_PROMPT))))
         base_answer = ours.generate(APP_PROMPT, greedy, adapter=BASE).text.strip()
         adapter_answer = ours.generate(APP_PROMPT, greedy, adapter=adapter).text.strip()
         print(f"base model:             {base_answer}", flush=True)

@@ -163,7 +163,7 @@ def measure_model(name: str, work: Path, python: Path, args: argparse.Namespace)
     gguf, builds = BUILDERS[name](work)
     models = {precision: GenAIModel(folder) for precision, folder in builds.items()}
     first = next(iter(models.values()))
-    decode_ids = [int(token) for token in first.tokenizer.encode(first.format_prompt(DECODE_PROMPT))]
+    decode_ids = first.encode(first.format_prompt(DECODE_PROMPT))
     prefill_ids = prefill_prompt(first.tokenizer, args.prefill_tokens)
     # label -> (model, adapter): no adapter on the first build, then each build's own adapter
     variants = {"olivepress, no adapter": (first, BASE if first.adapter_names else None)}

@@ -211,7 +211,7 @@ def decode_speed(folder: Path) -> dict[str, float]:
     model = GenAIModel(folder)
     speeds = {}
     for adapter in (BASE, *model.adapter_names):
-        input_ids = model.tokenizer.encode(model.format_prompt(SPEED_PROMPT))
+        input_ids = model.encode(model.format_prompt(SPEED_PROMPT))
         params = og.GeneratorParams(model.model)
         total = len(input_ids) + DECODE_TOKENS
         params.set_search_options(max_length=total, min_length=total, do_sample=False)

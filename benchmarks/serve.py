@@ -239,7 +239,7 @@ class Judge:
         import numpy as np
 
         model = self.model
-        prompt_ids = [int(t) for t in model.tokenizer.encode(model.format_prompt(prompt))]
+        prompt_ids = model.encode(model.format_prompt(prompt))
         answer_ids = [int(t) for t in model.tokenizer.encode(answer)]
         if not answer_ids:
             return 0.0

@@ -52,7 +52,7 @@ def builds(tmp_path_factory, tiny_llama_dir, tiny_lora_dir) -> dict[str, Path]:
 
 def _logits(folder: Path, adapter: str) -> np.ndarray:
     model = GenAIModel(folder)
-    ids = [model.tokenizer.encode(prompt).tolist() for prompt in PROMPTS]
+    ids = [model.encode(prompt) for prompt in PROMPTS]
     return np.stack([model.next_token_logits(tokens, adapter=adapter) for tokens in ids])
 
 
@@ -98,7 +98,7 @@ def test_a_quantized_adapter_is_batched_exactly_as_ort_genai_runs_it(builds):
     decoder = BatchedDecoder(model.folder, model.adapter_files, max_batch=4)
     try:
         for prompt in PROMPTS:
-            ids = model.tokenizer.encode(prompt).tolist()
+            ids = model.encode(prompt)
             generator = model.new_generator(len(ids), SearchOptions(max_new_tokens=8), "default")
             generator.append_tokens(ids)
             expected = []

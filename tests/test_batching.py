@@ -30,7 +30,7 @@ def decoder(model):
 
 
 def ids_of(model: GenAIModel, prompt: str) -> list[int]:
-    return [int(t) for t in model.tokenizer.encode(model.format_prompt(prompt, use_chat_template=False))]
+    return model.encode(model.format_prompt(prompt, use_chat_template=False))
 
 
 def reference(model: GenAIModel, prompt: str, adapter: str, new_tokens: int) -> list[int]:

@@ -45,7 +45,7 @@ def _mean_diff_to_pytorch_as_given(folder: Path, reference: HfModel) -> float:
     from olivepress.runtime.generate import GenAIModel
 
     model, torch_model = GenAIModel(folder), load_causal_lm(reference).eval()
-    ids = model.tokenizer.encode(model.format_prompt("Paris is the capital of France")).tolist()
+    ids = model.encode(model.format_prompt("Paris is the capital of France"))
     with torch.no_grad():
         expected = torch_model(torch.tensor([ids])).logits[0].numpy()
     return float(np.abs(model.logits(ids) - expected).mean())

@@ -388,7 +388,7 @@ class GenAIBackend(Backend):
         return tokens
 
     def encode(self, text: str) -> list[int]:
-        return [int(t) for t in self.genai.tokenizer.encode(text)]
+        return self.genai.encode(text)
 
     def prefill_decode(self, ids: list[int], decode_tokens: int) -> tuple[float, float]:
         import onnxruntime_genai as og

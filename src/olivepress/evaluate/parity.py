@@ -101,7 +101,7 @@ def check_parity(
     missing = set(adapters or {}) - set(onnx_model.adapter_names)
     if missing:
         raise OlivepressError(f"the ONNX model has no adapter named {sorted(missing)[0]} to check")
-    token_lists = [onnx_model.tokenizer.encode(onnx_model.format_prompt(p)).tolist() for p in prompts]
+    token_lists = [onnx_model.encode(onnx_model.format_prompt(p)) for p in prompts]
     quantized = read_quantized_weights(model_file(onnx_model.folder))
     as_given = load_causal_lm(reference).eval()
     on_grid = load_causal_lm(reference).eval()

@@ -78,6 +78,7 @@ class GenAIModel:
             model_file,
             registered_adapters,
         )
+        from olivepress.runtime.leading_bos import leading_bos
 
         self.folder = genai_folder(path)
         try:
@@ -85,6 +86,8 @@ class GenAIModel:
         except Exception as exc:
             raise OlivepressError(f"ONNX Runtime GenAI cannot load {self.folder}: {exc}") from exc
         self.tokenizer = og.Tokenizer(self.model)
+        bos = leading_bos(self.folder)
+        self._bos_id = int(self.tokenizer.to_token_id(bos)) if bos else None
         self._has_chat_template = _has_chat_template(self.folder)
         self.adapter_files = {
             **registered_adapters(self.folder),
@@ -178,6 +181,15 @@ class GenAIModel:
     def vocab_size(self) -> int:
         return json.loads((self.folder / "genai_config.json").read_text())["model"]["vocab_size"]
 
+    def encode(self, text: str) -> list[int]:
+        """Token ids of `text` as the model saw text in training: with the leading BOS its
+        tokenizer adds (ORT GenAI's tokenizer adds none), unless the text already starts with it
+        (a chat template that writes it)."""
+        ids = [int(token) for token in self.tokenizer.encode(text)]
+        if self._bos_id is not None and ids[:1] != [self._bos_id]:
+            ids.insert(0, self._bos_id)
+        return ids
+
     def format_prompt(self, prompt: str | list[dict[str, str]], use_chat_template: bool = True) -> str:
         """A prompt (or a conversation: a list of {role, content}) in the model's chat template."""
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
@@ -196,7 +208,7 @@ class GenAIModel:
     ) -> Generation:
         options = options or SearchOptions()
         options.check()
-        input_ids = self.tokenizer.encode(self.format_prompt(prompt, use_chat_template))
+        input_ids = self.encode(self.format_prompt(prompt, use_chat_template))
         generator = self.new_generator(len(input_ids), options, adapter)
         stream = self.tokenizer.create_stream()
         started = time.perf_counter()

@@ -110,7 +110,7 @@ class Server:
             raise ApiError(
                 400, f"the messages do not fit the model's chat template: {exc}", param="messages"
             ) from exc
-        ids = [int(token) for token in self.model.tokenizer.encode(text)]
+        ids = self.model.encode(text)
         context = self.context_length
         wanted = request.max_new_tokens
         room = context - len(ids)
