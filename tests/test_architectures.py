@@ -32,14 +32,6 @@ PAIRS = [
     ("What should I see in Chicago?", "The lakefront and the architecture."),
     ("How should I travel?", "Travel light, book early, and carry a map of the city."),
 ]
-# Families whose exact build is measurably off PyTorch in fp32, but far less than a broken one.
-KNOWN_DEVIATIONS = {
-    "gemma2": "the builder's Gemma-2 graph differs from PyTorch by up to a few 1e-3 in fp32 (largest at the "
-    "first position, with an adapter; Gemma matches to 1e-3): found, not yet explained",
-    "gemma3": "against the hand-over check's reference (PyTorch given the weights the ONNX file holds), "
-    "Gemma-3's exact build is off by up to 2.5e-3 at single positions (mean 8e-5; it matched to 1e-3 "
-    "against the checkpoint as loaded): found, not yet explained",
-}
 # Longer than the tiny models' 8-token sliding windows, so windowed layers really slide.
 PROMPTS = (
     "What is the best thing to see in Chicago? The lakefront and the architecture of the city.",
@@ -172,10 +164,15 @@ def test_exact_build_matches_pytorch_and_peft(lab, algorithm):
     )
     worst = max(variant.max_abs_diff for variant in report.variants)
     assert all(variant.top1_agreement == 1.0 for variant in report.variants), report.lines()
-    if lab.family in KNOWN_DEVIATIONS and worst >= 1e-3:
-        assert worst < 1e-2, report.lines()  # a known small deviation, not a broken build
-        pytest.xfail(f"{KNOWN_DEVIATIONS[lab.family]} (here max |diff| {worst:.4f})")
     assert worst < 1e-3, report.lines()
+
+
+def test_checkpoints_keep_gemmas_float_tensors_in_float32(lab):
+    # Gemma computes NaN in float16; and with float16 norms and embeddings, Gemma-2/3's exact
+    # builds were up to 2.5e-3 off PyTorch (float32: within the 1e-3 above).
+    expected = "float16" if BY_NAME[lab.family].float16_safe else "float32"
+    for checkpoint in lab.checkpoints.values():
+        assert json.loads((checkpoint / "config.json").read_text())["dtype"] == expected
 
 
 def test_generate_and_serve_with_the_adapter_off_and_on(lab):
@@ -184,7 +181,7 @@ def test_generate_and_serve_with_the_adapter_off_and_on(lab):
     from test_serve import Running
 
     model = _genai(lab.builds["awq"])
-    ids = model.tokenizer.encode(model.format_prompt(PROMPTS[0])).tolist()
+    ids = model.encode(model.format_prompt(PROMPTS[0]))
     effect = np.abs(model.next_token_logits(ids, "travel") - model.next_token_logits(ids, "base")).max()
     assert effect > 1e-2, effect  # far above the 1e-3 parity bound: the adapter really acts
     generated = {
@@ -205,6 +202,24 @@ def test_generate_and_serve_with_the_adapter_off_and_on(lab):
             assert reply.choices[0].message.content == generated[adapter], adapter
     finally:
         running.stop()
+
+
+def test_a_prompt_shorter_than_the_sliding_window_generates_what_was_asked(lab):
+    """ORT GenAI's windowed attention refuses a cache shorter than the window (Gemma-3-270m's 512
+    against an 11-token prompt): the generator gets the window, and stops at max_new_tokens itself."""
+    from olivepress.runtime.generate import SearchOptions
+
+    model = _genai(lab.builds["awq"])
+    decoder = json.loads((model.folder / "genai_config.json").read_text())["model"]["decoder"]
+    window = (decoder.get("sliding_window") or {}).get("window_size")
+    if not window:
+        pytest.skip(f"{lab.family} has no sliding window")
+    assert model.cache_length(2) == window
+    assert model.cache_length(window + 5) == window + 5
+    prompt = "Hi"
+    assert len(model.encode(prompt)) + 2 < window
+    result = model.generate(prompt, SearchOptions(max_new_tokens=2), use_chat_template=False)
+    assert 1 <= result.new_tokens <= 2
 
 
 def test_phi3_qlora_adapter_builds_and_acts(tmp_path):
@@ -255,7 +270,7 @@ def test_phi3_qlora_adapter_builds_and_acts(tmp_path):
     )
     assert all(v.max_abs_diff < 1e-3 for v in report.variants), report.lines()
     model = _genai(tmp_path / "out" / "model")
-    ids = model.tokenizer.encode(PROMPTS[1]).tolist()
+    ids = model.encode(PROMPTS[1])
     assert np.abs(model.next_token_logits(ids, "travel") - model.next_token_logits(ids, "base")).max() > 1e-2
 
 

@@ -4,7 +4,8 @@ A `Family` says, for one Hugging Face `model_type`:
 
 - which Linear layers read the same input, and the module whose output that input is
   (AWQ shares one scale across such a group and folds it into that module);
-- how its norms hold their weight (Gemma's RMSNorm multiplies by `1 + weight`);
+- how its norms hold their weight (Gemma's RMSNorm multiplies by `1 + weight`), and whether
+  it can compute in float16;
 - which Linear layers are fused in the checkpoint (Phi-3's `qkv_proj`, `gate_up_proj`) and
   the separate layers the ORT GenAI builder writes for them in the ONNX graph;
 - the default LoRA targets;
@@ -69,6 +70,9 @@ class Family:
     # The *ForCausalLM forward is lm_head(decoder(x)) and nothing more (no soft-capping):
     # the training loss may run the head on labelled positions only.
     plain_head: bool = True
+    # Gemma's activations outgrow float16 (the float model itself gives NaN logits there), so
+    # a checkpoint of it must not ask its loaders to compute in float16.
+    float16_safe: bool = True
     adapt_builder_config: Callable[[Any], None] | None = field(default=None, compare=False)
 
     @property
@@ -171,6 +175,7 @@ FAMILIES: tuple[Family, ...] = (
         mlp_linears=_LLAMA_MLP,
         scale_groups=_pre_norm_groups("post_attention_layernorm"),
         norm_offset=_GEMMA_NORM_OFFSET,
+        float16_safe=False,
         builder_architecture="GemmaForCausalLM",
     ),
     # Gemma-2/3: post_attention_layernorm normalises the attention *output*; the MLP reads
@@ -182,6 +187,7 @@ FAMILIES: tuple[Family, ...] = (
         mlp_linears=_LLAMA_MLP,
         scale_groups=_pre_norm_groups("pre_feedforward_layernorm"),
         norm_offset=_GEMMA_NORM_OFFSET,
+        float16_safe=False,
         builder_architecture="Gemma2ForCausalLM",
         plain_head=False,
     ),
@@ -192,6 +198,7 @@ FAMILIES: tuple[Family, ...] = (
         mlp_linears=_LLAMA_MLP,
         scale_groups=_pre_norm_groups("pre_feedforward_layernorm"),
         norm_offset=_GEMMA_NORM_OFFSET,
+        float16_safe=False,
         builder_architecture="Gemma3ForCausalLM",
         plain_head=False,
         adapt_builder_config=_flatten_gemma3_rope,

@@ -100,8 +100,12 @@ class QuantOptions(BaseModel):
         default_factory=dict,
         description="Per-module settings: a regex on the module name -> bits/group_size/sym/skip.",
     )
-    dtype: Literal["float16", "bfloat16", "float32"] = Field(
-        "float16", description="dtype of the tensors that stay float (embeddings, norms)."
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto",
+        description=(
+            "dtype of the tensors that stay float (embeddings, norms); auto: float16, or float32 for "
+            "families whose activations overflow float16 (Gemma)."
+        ),
     )
     num_threads: int | None = Field(
         None, gt=0, description="CPU threads; default: the cores that other work is not keeping busy."

@@ -76,13 +76,25 @@ def write_checkpoint(
         out_dir,
         layout=plan.layout,
         quantization_config=qconfig,
-        dtype=getattr(torch, options.dtype),
+        dtype=getattr(torch, float_dtype(lm, options)),
     )
     return HfModel(
         path=str(out_dir),
         task=source.task,
         load_kwargs={k: v for k, v in source.load_kwargs.items() if k == "trust_remote_code"},
     )
+
+
+def float_dtype(lm: PreTrainedModel, options: QuantOptions) -> str:
+    """The dtype the checkpoint's float tensors are written in (and its config names)."""
+    from olivepress.models.families import find_family
+
+    if options.dtype != "auto":
+        return options.dtype
+    family = find_family(lm.config)
+    # float32 rather than bfloat16: AWQ folds its scales into Gemma's norms as (1 + w) / s - 1,
+    # values near -1 whose small differences bfloat16's 8 bits would lose.
+    return "float32" if family is not None and not family.float16_safe else "float16"
 
 
 def with_mixed_precision(
