@@ -7,12 +7,17 @@ import math
 from olivepress.train.args import TrainingArgs
 
 
-def enable_checkpointing(model, args: TrainingArgs) -> None:
+def enable_checkpointing(model, args: TrainingArgs) -> bool:
+    """Gradient checkpointing per decoder layer; False where the model has none (it then trains
+    holding every layer's activations, as without the option)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        return False
     kwargs = {"use_reentrant": False, **(args.gradient_checkpointing_kwargs or {})}
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if kwargs.get("use_reentrant"):
         base.enable_input_require_grads()
+    return True
 
 
 def neftune_hook(model, alpha: float | None):

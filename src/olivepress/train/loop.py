@@ -137,8 +137,7 @@ class _TrainingRun:
         self.plan = TrainingPlan.of(len(train_examples), args, bool(eval_examples))
         self.optimizer = make_optimizer(self.params, args)
         self.scheduler = make_scheduler(self.optimizer, args, self.plan.warmup, self.plan.total_steps)
-        if args.gradient_checkpointing:
-            enable_checkpointing(model, args)
+        self.checkpointing = bool(args.gradient_checkpointing) and enable_checkpointing(model, args)
         self.neftune = neftune_hook(model, args.neftune_noise_alpha)
         self.record = TrainingLog(log_path if world.is_main else None)
         self.meter: TrainMeter | None = None
@@ -170,6 +169,7 @@ class _TrainingRun:
             eval_sequences=len(self.eval_examples),
             trainable_params=trainable,
             precision=self.precision,
+            gradient_checkpointing=self.checkpointing,
             threads=self.threads,
             device=str(self.device),
             args=self.args.model_dump(mode="json"),
