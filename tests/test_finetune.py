@@ -151,6 +151,26 @@ def test_same_seed_same_adapter_other_seed_other_adapter(tiny_llama_dir, small_d
     assert any(not torch.equal(first[k], other[k]) for k in first)
 
 
+def test_gradient_checkpointing_is_on_by_default_and_changes_no_result(tiny_llama_dir, small_data, tmp_path):
+    """Checkpointing recomputes each layer's activations in backward (less memory); the
+    gradients, and so the adapter, are the same as without it."""
+    import torch
+
+    def train(name: str, **extra) -> Path:
+        args = {"max_steps": 3, "full_determinism": True, **extra}
+        config = workflow(tiny_llama_dir, small_data, tmp_path / name, training_args=args)
+        return Path(run(config, summary=False).model.adapter_path)
+
+    default, off = train("default"), train("off", gradient_checkpointing=False)
+    starts = [
+        json.loads((adapter / "training_log.jsonl").read_text().splitlines()[0]) for adapter in (default, off)
+    ]
+    assert [start["gradient_checkpointing"] for start in starts] == [True, False]
+    assert train_losses(default) == pytest.approx(train_losses(off), rel=1e-5)
+    with_it, without = adapter_tensors(default), adapter_tensors(off)
+    assert all(torch.allclose(with_it[k], without[k], atol=1e-6) for k in with_it)
+
+
 def test_a_rerun_is_a_cache_hit(tiny_llama_dir, small_data, tmp_path):
     config = workflow(tiny_llama_dir, small_data, tmp_path, training_args={"max_steps": 2})
     assert not run(config, summary=False).flows[0].nodes[0].from_cache
