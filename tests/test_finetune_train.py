@@ -9,6 +9,7 @@ from olivepress.data.tokenize import IGNORE_INDEX
 from olivepress.errors import OlivepressError
 from olivepress.train.args import TrainingArgs
 from olivepress.train.micro_batches import collate, epoch_batches
+from tiny_models import TINY_FAMILIES, save_tiny_decoder
 
 
 def examples(lengths: list[int]) -> list[dict[str, list[int]]]:
@@ -55,13 +56,18 @@ def test_rows_padded_by_the_tokenizer_are_trimmed():
     assert batch.input_ids.tolist() == [[5, 6, 7]] and batch.attention_mask is None
 
 
-def test_summed_loss_equals_the_models_own_loss(tiny_llama_dir):
+@pytest.mark.parametrize("family", list(TINY_FAMILIES))
+def test_summed_loss_equals_the_models_own_loss(family, tmp_path):
+    """The head on labelled positions only (soft-capped where the config says so: Gemma-2) gives
+    the model's own loss, for every family."""
     import torch
     from transformers import AutoModelForCausalLM
 
     from olivepress.train.loss import summed_loss
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir).eval()
+    model = AutoModelForCausalLM.from_pretrained(save_tiny_decoder(tmp_path, family)).eval()
+    if getattr(model.config, "final_logit_softcapping", None):
+        model.config.final_logit_softcapping = 0.05  # below the tiny logits, so the cap really bites
     batch = collate(examples([12, 7]), pad_id=2)
     with torch.no_grad():
         ours = summed_loss(model, batch) / batch.num_targets

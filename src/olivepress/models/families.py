@@ -67,9 +67,6 @@ class Family:
     builder_architecture: str | None  # None: the installed ORT GenAI builder has no converter for it
     norm_offset: float = 0.0  # Gemma's RMSNorm computes norm(x) * (offset + weight)
     fused: tuple[FusedLinear, ...] = ()
-    # The *ForCausalLM forward is lm_head(decoder(x)) and nothing more (no soft-capping):
-    # the training loss may run the head on labelled positions only.
-    plain_head: bool = True
     # Gemma's activations outgrow float16 (the float model itself gives NaN logits there), so
     # a checkpoint of it must not ask its loaders to compute in float16.
     float16_safe: bool = True
@@ -179,7 +176,8 @@ FAMILIES: tuple[Family, ...] = (
         builder_architecture="GemmaForCausalLM",
     ),
     # Gemma-2/3: post_attention_layernorm normalises the attention *output*; the MLP reads
-    # pre_feedforward_layernorm. The head soft-caps its logits.
+    # pre_feedforward_layernorm. The head soft-caps its logits where the config says so
+# (final_logit_softcapping: Gemma-2's 30; Gemma-3 none).
     Family(
         name="gemma2",
         model_types=("gemma2",),
@@ -189,7 +187,6 @@ FAMILIES: tuple[Family, ...] = (
         norm_offset=_GEMMA_NORM_OFFSET,
         float16_safe=False,
         builder_architecture="Gemma2ForCausalLM",
-        plain_head=False,
     ),
     Family(
         name="gemma3",
@@ -200,7 +197,6 @@ FAMILIES: tuple[Family, ...] = (
         norm_offset=_GEMMA_NORM_OFFSET,
         float16_safe=False,
         builder_architecture="Gemma3ForCausalLM",
-        plain_head=False,
         adapt_builder_config=_flatten_gemma3_rope,
     ),
     # OLMo-2 normalises each block's output, not its input: q/k/v and gate/up read the
