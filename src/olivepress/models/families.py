@@ -177,7 +177,7 @@ FAMILIES: tuple[Family, ...] = (
     ),
     # Gemma-2/3: post_attention_layernorm normalises the attention *output*; the MLP reads
     # pre_feedforward_layernorm. The head soft-caps its logits where the config says so
-# (final_logit_softcapping: Gemma-2's 30; Gemma-3 none).
+    # (final_logit_softcapping: Gemma-2's 30; Gemma-3 none).
     Family(
         name="gemma2",
         model_types=("gemma2",),
