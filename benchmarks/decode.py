@@ -101,7 +101,8 @@ def ours_speed(model, adapter: str | None, prompt_ids: list[int], new_tokens: in
 
     params = og.GeneratorParams(model.model)
     total = len(prompt_ids) + new_tokens + 1
-    params.set_search_options(max_length=total, min_length=total, do_sample=False)
+    # cache_length: a sliding-window model's cache must hold its window (Gemma-3: 512)
+    params.set_search_options(max_length=model.cache_length(total), min_length=total, do_sample=False)
     generator = model._generator(params, adapter)
     started = time.perf_counter()
     generator.append_tokens(prompt_ids)  # computes the prompt's logits and so the first token
