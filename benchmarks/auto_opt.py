@@ -238,21 +238,15 @@ def peak_rss_mb(folder: Path) -> float:
 
 def decode_tokens_per_s(model, adapter: str | None, prompt: str) -> float:
     """Decode speed for NEW_TOKENS forced greedy tokens (prefill excluded)."""
-    import onnxruntime_genai as og
 
     input_ids = model.encode(model.format_prompt(prompt))
-    params = og.GeneratorParams(model.model)
-    total = len(input_ids) + NEW_TOKENS
-    params.set_search_options(max_length=total, min_length=total, do_sample=False)
-    generator = model._generator(params, adapter)
+    generator = model.forced_generator(len(input_ids), NEW_TOKENS, adapter)
     generator.append_tokens(input_ids)
     generator.generate_next_token()  # the first token comes from the prefill
     started = time.perf_counter()
-    decoded = 0
-    while not generator.is_done():
+    for _ in range(NEW_TOKENS - 1):
         generator.generate_next_token()
-        decoded += 1
-    return decoded / (time.perf_counter() - started)
+    return (NEW_TOKENS - 1) / (time.perf_counter() - started)
 
 
 def decode_speeds(variants: dict[str, tuple[object, str | None]]) -> dict[str, dict]:

@@ -204,7 +204,6 @@ def perplexities(lab: dict) -> dict[str, float]:
 
 
 def decode_speed(folder: Path) -> dict[str, float]:
-    import onnxruntime_genai as og
 
     from olivepress.runtime.generate import BASE, GenAIModel
 
@@ -212,11 +211,7 @@ def decode_speed(folder: Path) -> dict[str, float]:
     speeds = {}
     for adapter in (BASE, *model.adapter_names):
         input_ids = model.encode(model.format_prompt(SPEED_PROMPT))
-        params = og.GeneratorParams(model.model)
-        total = len(input_ids) + DECODE_TOKENS
-        # cache_length: a sliding-window model's cache must hold its window (Gemma-3: 512)
-        params.set_search_options(max_length=model.cache_length(total), min_length=total, do_sample=False)
-        generator = model._generator(params, adapter)
+        generator = model.forced_generator(len(input_ids), DECODE_TOKENS, adapter)
         generator.append_tokens(input_ids)
         generator.generate_next_token()  # the first token comes from the prefill
         started = time.perf_counter()

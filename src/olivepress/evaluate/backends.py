@@ -391,12 +391,7 @@ class GenAIBackend(Backend):
         return self.genai.encode(text)
 
     def prefill_decode(self, ids: list[int], decode_tokens: int) -> tuple[float, float]:
-        import onnxruntime_genai as og
-
-        params = og.GeneratorParams(self.genai.model)
-        length = len(ids) + decode_tokens
-        params.set_search_options(max_length=length, min_length=length, do_sample=False)
-        generator = og.Generator(self.genai.model, params)
+        generator = self.genai.forced_generator(len(ids), decode_tokens)
         started = time.perf_counter()
         generator.append_tokens(ids)
         prefill = time.perf_counter() - started

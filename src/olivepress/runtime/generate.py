@@ -149,6 +149,16 @@ class GenAIModel:
         params.set_search_options(**search)
         return self._generator(params, adapter)
 
+    def forced_generator(self, prompt_length: int, new_tokens: int, adapter: str | None = None):
+        """A greedy generator that does not stop before `new_tokens` after the prompt (timing
+        runs, which then call generate_next_token that many times themselves)."""
+        import onnxruntime_genai as og
+
+        params = og.GeneratorParams(self.model)
+        total = prompt_length + new_tokens
+        params.set_search_options(max_length=self.cache_length(total), min_length=total, do_sample=False)
+        return self._generator(params, adapter)
+
     @property
     def context_length(self) -> int:
         """Most tokens (prompt + generated) the model takes."""
